@@ -1,0 +1,303 @@
+"""SQLAlchemy 2 models of the bookkeeping database.
+
+Design notes (scale: 25 to 200 million files per site):
+- ``files`` holds one row per logical file; ``replicas`` one narrow row per (file, site), clustered on
+  that key (``WITHOUT ROWID`` on SQLite) and filled by set-based ``INSERT … SELECT`` rather than one
+  insert per replica.
+- Operators' every-minute questions are answered from small aggregate tables (``replica_counts``,
+  ``job_counts``, ``transfer_counts``) kept exact by the bulk functions in :mod:`bookkeeping.bulk`, never
+  by scanning the big tables.
+- Times are UNIX epoch seconds (float) so that SQLite and PostgreSQL agree and Prometheus can use them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from .states import CampaignState, JobState, ReplicaState, RuleState, TransferState
+
+# BigInteger primary keys autoincrement on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+SmallId = SmallInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class IntEnumType(TypeDecorator[Any]):
+    """Stores an :class:`enum.IntEnum` as SMALLINT and gives the enum back."""
+
+    impl = SmallInteger
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.IntEnum]) -> None:
+        super().__init__()
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> enum.IntEnum | None:
+        return None if value is None else self.enum_cls(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[int] = mapped_column(SmallId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    share: Mapped[float] = mapped_column(Double)
+    storage_url: Mapped[str] = mapped_column(Text)
+    compute_backend: Mapped[str] = mapped_column(String(32))
+    available: Mapped[bool] = mapped_column(default=True)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    release: Mapped[str] = mapped_column(String(128))
+    state: Mapped[CampaignState] = mapped_column(IntEnumType(CampaignState))
+    config: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Dataset(Base):
+    """A named set of files (Rucio DID ``scope:name``); ``n_files``/``n_bytes`` are kept by bulk code."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("scope", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32), default="raw")
+    n_files: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class CampaignDataset(Base):
+    __tablename__ = "campaign_datasets"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), default="input")
+    __table_args__ = (Index(None, "dataset_id"),)
+
+
+class File(Base):
+    """One logical file. ``name`` is its logical file name, unique and relative to any site root."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        CheckConstraint("size >= 0", name="size_nonneg"),
+        CheckConstraint("length(adler32) = 8", name="adler32_len"),
+        Index(None, "dataset_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    adler32: Mapped[str] = mapped_column(String(8))
+
+
+class Replica(Base):
+    """One file at one site. Narrow on purpose; state changes are logged as bulk events, not per row."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        # Operators ask "what at site S is not AVAILABLE": a partial index stays small once the
+        # release is complete, whereas a full (site, state) index would have 50 million entries.
+        Index(
+            "ix_replicas_site_state_not_available",
+            "site_id",
+            "state",
+            sqlite_where=CheckConstraint("state <> 1").sqltext,
+            postgresql_where=CheckConstraint("state <> 1").sqltext,
+        ),
+        {"sqlite_with_rowid": False},
+    )
+    file_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("files.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    state: Mapped[ReplicaState] = mapped_column(IntEnumType(ReplicaState))
+
+
+class ReplicaCount(Base):
+    """Exact aggregate of ``replicas`` by dataset, site and state (files and bytes)."""
+
+    __tablename__ = "replica_counts"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    state: Mapped[ReplicaState] = mapped_column(IntEnumType(ReplicaState), primary_key=True)
+    n_files: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Rule(Base):
+    """ "Keep ``copies`` copies of a dataset on sites matching ``site_expression``" (Rucio semantics)."""
+
+    __tablename__ = "rules"
+    __table_args__ = (Index(None, "dataset_id"), Index(None, "campaign_id", "state"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    site_expression: Mapped[str] = mapped_column(Text)
+    copies: Mapped[int] = mapped_column(SmallInteger, default=1)
+    state: Mapped[RuleState] = mapped_column(IntEnumType(RuleState))
+    stuck_reason: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+    __table_args__ = (
+        Index(None, "file_id"),
+        Index(None, "rule_id"),
+        Index(
+            "ix_transfers_active",
+            "campaign_id",
+            "state",
+            sqlite_where=CheckConstraint("state IN (1, 2, 3)").sqltext,
+            postgresql_where=CheckConstraint("state IN (1, 2, 3)").sqltext,
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("rules.id"))
+    file_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("files.id"))
+    source_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    dest_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    state: Mapped[TransferState] = mapped_column(IntEnumType(TransferState))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    mover: Mapped[str] = mapped_column(String(16), default="local")
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+
+
+class TransferCount(Base):
+    """Exact aggregate of ``transfers`` by campaign, link and state (files and bytes)."""
+
+    __tablename__ = "transfer_counts"
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0 = no campaign
+    source_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    dest_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    state: Mapped[TransferState] = mapped_column(IntEnumType(TransferState), primary_key=True)
+    n_transfers: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Job(Base):
+    """One pipeline step on one data id at one site. ``data_id`` is canonical JSON (sorted keys)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("campaign_id", "site_id", "step", "data_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    step: Mapped[str] = mapped_column(String(32))
+    data_id: Mapped[str] = mapped_column(Text)
+    state: Mapped[JobState] = mapped_column(IntEnumType(JobState))
+    n_attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    request_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class JobCount(Base):
+    """Exact aggregate of ``jobs`` by campaign, site, step and state."""
+
+    __tablename__ = "job_counts"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[JobState] = mapped_column(IntEnumType(JobState), primary_key=True)
+    n_jobs: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Attempt(Base):
+    """One execution of a job with its resource profile, ingested from the job report."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("jobs.id"))
+    number: Mapped[int] = mapped_column(SmallInteger)
+    exit_code: Mapped[int | None] = mapped_column(SmallInteger)
+    signal: Mapped[int | None] = mapped_column(SmallInteger)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    ended_at: Mapped[float | None] = mapped_column(Double)
+    cpu_user: Mapped[float | None] = mapped_column(Double)
+    cpu_sys: Mapped[float | None] = mapped_column(Double)
+    peak_rss: Mapped[int | None] = mapped_column(BigInteger)
+    read_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    write_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    host: Mapped[str | None] = mapped_column(String(255))
+    stderr_tail: Mapped[str | None] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(Text)
+
+
+class Validation(Base):
+    """One cross-validation result: a quantity compared on one tract between sites."""
+
+    __tablename__ = "validations"
+    __table_args__ = (Index(None, "campaign_id", "tract"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    tract: Mapped[int] = mapped_column(Integer)
+    sites: Mapped[str] = mapped_column(String(255))
+    quantity: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Double)
+    threshold: Mapped[float | None] = mapped_column(Double)
+    passed: Mapped[bool]
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Event(Base):
+    """Append-only log of what happened: one row per operation (a bulk call is one event)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "campaign_id", "ts"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ts: Mapped[float] = mapped_column(Double)
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+
+
+AGGREGATE_TABLES = (ReplicaCount.__table__, JobCount.__table__, TransferCount.__table__)

@@ -1,0 +1,53 @@
+"""One exception tree for satdrp; each class carries the process exit code the CLI returns.
+
+Exit codes (documented in ``drp --help``):
+0 done, 1 failed, 2 usage or configuration error, 3 in progress (campaign ticks),
+4 database schema out of date.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_IN_PROGRESS = 3
+EXIT_SCHEMA = 4
+
+
+class DrpError(Exception):
+    """Base of every error satdrp raises on purpose; the CLI prints it as one line, no traceback."""
+
+    exit_code: int = EXIT_FAILED
+
+
+class ConfigError(DrpError):
+    """A configuration file or option is wrong; the message names the file, the key and the reason."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, source: str, key: str | None, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class DatabaseError(DrpError):
+    """The bookkeeping database refused an operation or cannot be reached."""
+
+
+class SchemaOutOfDateError(DatabaseError):
+    """The database schema is not at the revision this code expects."""
+
+    exit_code = EXIT_SCHEMA
+
+
+class InvalidInputError(DrpError):
+    """Input data (file records, names, states) is malformed; nothing was written."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotFoundError(DrpError):
+    """A named object (site, dataset, campaign, job) does not exist in bookkeeping."""
