@@ -1,0 +1,1 @@
+"""Profiler, job reports, progress display and metrics."""

@@ -1,0 +1,1 @@
+"""Replication back-ends and movers (verified transfers between site storages)."""

@@ -1,0 +1,185 @@
+"""The site catalogue (``sites.toml``): which centres take part, their role, share, storage and compute.
+
+Example::
+
+    [[site]]
+    name = "ncsa"
+    role = "lead"
+    share = 0.5
+    storage = "file:///data/ncsa"
+    [site.compute]
+    backend = "local"
+    max_workers = 2
+
+Loaded once by the CLI, validated here, then passed explicitly. Every error names the file, the key
+(``site[2].share``) and the reason, and is raised as :class:`drp.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bookkeeping.bulk import SiteRow
+from bookkeeping.states import SiteRole
+from drp.errors import ConfigError
+
+DEFAULT_SITES_FILE = "sites.toml"
+STORAGE_SCHEMES = ("file", "root", "davs", "https")
+SITE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+class ComputeConfig(BaseModel):
+    """A compute back-end by registry name; other keys are that back-end's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str = Field(default="local", pattern=r"^[a-z][a-z0-9_]*$")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=SITE_NAME_PATTERN)
+    role: SiteRole
+    share: float = Field(ge=0.0, le=1.0)
+    storage: str
+    compute: ComputeConfig = ComputeConfig()
+
+    @field_validator("share")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, v: str) -> str:
+        url = urlparse(v)
+        if url.scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(STORAGE_SCHEMES)} (got {v!r})")
+        if url.scheme == "file":
+            if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+                raise ValueError(f"a file:// URL needs an absolute path, like file:///data/site (got {v!r})")
+        elif not url.netloc:
+            raise ValueError(f"{url.scheme}:// URL needs a host (got {v!r})")
+        return v.rstrip("/") if url.path not in ("", "/") else v
+
+    @property
+    def storage_path(self) -> Path | None:
+        """The posix root for ``file://`` storage, else None."""
+        url = urlparse(self.storage)
+        return Path(url.path) if url.scheme == "file" else None
+
+    def to_row(self) -> SiteRow:
+        return SiteRow(self.name, self.role.value, self.share, self.storage, self.compute.backend)
+
+
+class SiteCatalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: list[SiteConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SiteCatalogue:
+        problem = consistency_problem(self)
+        if problem is not None:
+            key, reason = problem
+            raise ValueError(f"{key}: {reason}" if key else reason)
+        return self
+
+    @property
+    def sites(self) -> list[SiteConfig]:
+        return list(self.site)
+
+    @property
+    def lead(self) -> SiteConfig:
+        return next(s for s in self.site if s.role is SiteRole.LEAD)
+
+    def get(self, name: str) -> SiteConfig:
+        for s in self.site:
+            if s.name == name:
+                return s
+        raise ConfigError("site catalogue", None, f"no site named {name!r}")
+
+
+def consistency_problem(cat: SiteCatalogue) -> tuple[str | None, str] | None:
+    """What makes a catalogue of individually valid sites unusable, as (key, reason), or None."""
+    seen: dict[str, int] = {}
+    for i, site in enumerate(cat.site, start=1):
+        if site.name in seen:
+            return f"site[{i}].name", f"duplicate site name {site.name!r} (also site[{seen[site.name]}])"
+        seen[site.name] = i
+    leads = [i for i, site in enumerate(cat.site, start=1) if site.role is SiteRole.LEAD]
+    if len(leads) != 1:
+        where = ", ".join(f"site[{i}]" for i in leads) or "none"
+        return "site.role", f"exactly one site must have role = 'lead' (found {len(leads)}: {where})"
+    total = sum(site.share for site in cat.site)
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        return "site.share", f"shares must add up to 1 (they add up to {total:g})"
+    return None
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"  # 1-based, as an operator counts [[site]] tables
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _reason(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if err["type"] in ("greater_than_equal", "less_than_equal"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    return msg
+
+
+def parse_catalogue(data: dict[str, Any], source: str) -> SiteCatalogue:
+    try:
+        return SiteCatalogue.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        if not first["loc"]:  # a whole-catalogue problem: say it with its precise key
+            cat = SiteCatalogue.model_construct(site=[SiteConfig.model_validate(s) for s in data["site"]])
+            problem = consistency_problem(cat)
+            if problem is not None:
+                raise ConfigError(source, *problem) from err
+        extra = len(err.errors()) - 1
+        reason = _reason(first) + (f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else "")
+        raise ConfigError(source, _key(first["loc"]) or None, reason) from err
+
+
+def load_catalogue(path: str | os.PathLike[str] | None = None) -> SiteCatalogue:
+    """Read and validate a site catalogue; ``None`` means ``$DRP_SITES`` or ``./sites.toml``."""
+    p = Path(path or os.environ.get("DRP_SITES") or DEFAULT_SITES_FILE)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as err:
+        raise ConfigError(str(p), None, "file not found (pass --sites PATH or set DRP_SITES)") from err
+    except OSError as err:
+        raise ConfigError(str(p), None, f"cannot read: {err.strerror}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(p), None, "not UTF-8 text") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(p), None, f"invalid TOML: {err}") from err
+    return parse_catalogue(data, str(p))
