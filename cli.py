@@ -178,6 +178,51 @@ def sites_list(sites_path: Path | None, as_json: bool) -> None:
     )
 
 
+# --- campaign ----------------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def campaign() -> None:
+    """Create, drive and inspect campaigns."""
+
+
+@campaign.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def campaign_status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Files by site and replica state, jobs by site, step and state, transfers by link (from aggregates)."""
+    from bookkeeping.queries import campaign_status
+
+    database = _database(ctx)
+    database.check_schema()
+    with database.session() as session:
+        status = campaign_status(session, name)
+    if as_json:
+        _emit_json(status.to_dict())
+        return
+    _print_status(status)
+
+
+def _print_status(status: Any) -> None:
+    title = f"campaign {status.campaign} [{status.state}]"
+    _table(
+        f"{title}: files by site and replica state",
+        ["site", "state", "files", "bytes"],
+        [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
+    )
+    if status.jobs:
+        _table(
+            "jobs by site, step and state",
+            ["site", "step", "state", "jobs"],
+            [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
+        )
+    if status.transfers:
+        _table(
+            "transfers by link and state",
+            ["source", "dest", "state", "transfers", "bytes"],
+            [[t.source, t.dest, t.state, t.transfers, t.bytes] for t in status.transfers],
+        )
+
+
 # --- demo --------------------------------------------------------------------------------------
 @cli.command()
 @click.option(

@@ -169,7 +169,7 @@ def upsert_sites(session: Session, sites: Iterable[SiteRow]) -> dict[str, int]:
 
 
 def site_ids(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(Site.name, Site.id)).tuples().all())
+    return dict(session.execute(select(Site.name, Site.id)).all())
 
 
 def get_or_create_dataset(session: Session, scope: str, name: str, kind: str = "raw") -> int:

@@ -67,7 +67,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     if camp is None:
         raise NotFoundError(f"campaign {campaign!r} does not exist")
     cid = camp.id
-    site_name = dict(session.execute(select(Site.id, Site.name)).tuples().all())
+    site_name = dict(session.execute(select(Site.id, Site.name)).all())
 
     rep = session.execute(
         select(
@@ -111,7 +111,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
 
 def replica_totals(session: Session) -> list[ReplicaSummary]:
     """Whole-database files and bytes per site and replica state (for `drp data` and metrics)."""
-    site_name = dict(session.execute(select(Site.id, Site.name)).tuples().all())
+    site_name = dict(session.execute(select(Site.id, Site.name)).all())
     rows = session.execute(
         select(
             ReplicaCount.site_id,

@@ -1,0 +1,92 @@
+"""Shared fixtures: real services started on 127.0.0.1 and databases for the contract suites.
+
+With ``DRP_REQUIRE_SERVICES=1`` (CI) a test that needs a service which cannot start fails instead of
+skipping, so a missing install step cannot hide behind a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from bookkeeping.database import Database
+from bookkeeping.pgserver import PgServer, find_pg_bindir
+
+
+def require_services() -> bool:
+    return os.environ.get("DRP_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def service_unavailable(reason: str) -> None:
+    if require_services():
+        pytest.fail(f"DRP_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    bindir = find_pg_bindir()
+    if bindir is None:
+        service_unavailable("PostgreSQL server binaries not installed (make test installs postgresql-15)")
+    assert bindir is not None
+    server = PgServer(bindir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PgServer) -> str:
+    """A database at the head revision, cloned for each test (much faster than migrating each time)."""
+    url = pg_server.create_database("drp_template")
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    return "drp_template"
+
+
+def _fresh_sqlite(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{os.path.join(tmp_path, 'drp.sqlite')}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def empty_db(backend: str, tmp_path: os.PathLike[str], request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A database with no schema at all, on each supported dialect."""
+    if backend == "sqlite":
+        db = Database(_fresh_sqlite(tmp_path))
+        yield db
+        db.dispose()
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    db = Database(server.create_database(name))
+    yield db
+    db.dispose()
+    server.drop_database(name)
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: os.PathLike[str], request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A database at the head revision, on each supported dialect."""
+    if backend == "sqlite":
+        database = Database(_fresh_sqlite(tmp_path))
+        database.upgrade()
+        yield database
+        database.dispose()
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    template: str = request.getfixturevalue("pg_template")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    database = Database(server.create_database(name, template=template))
+    yield database
+    database.dispose()
+    server.drop_database(name)
