@@ -322,8 +322,8 @@ def _load_temp(
     return int(session.execute(text(f"SELECT count(*) FROM {name}")).scalar_one())
 
 
-def _transitions(session: Session, sql: str, loaded: int, what: str) -> list[Sequence[Any]]:
-    rows = list(session.execute(text(sql)).all())
+def _transitions(session: Session, sql: str, loaded: int, what: str) -> list[tuple[Any, ...]]:
+    rows = [tuple(r) for r in session.execute(text(sql))]
     matched = sum(int(r[-2]) for r in rows)
     if matched != loaded:
         raise NotFoundError(f"{loaded - matched} of {loaded} {what} in the update do not exist")

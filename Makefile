@@ -1,0 +1,43 @@
+# satdrp — two commands on a fresh machine: `make demo` (the main job) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.satdrp-installed
+TEST_STAMP := $(VENV)/.satdrp-test-installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test lint system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) -e ".[test]"
+	@touch $@
+
+## demo: create .venv if missing, install satdrp, run the demo campaign on embedded defaults
+demo: $(STAMP)
+	$(VENV)/bin/drp demo
+
+## test: install system packages the tests need (when root) and test dependencies, run pytest
+test: system-deps $(TEST_STAMP)
+	$(PY) -m pytest
+
+## lint: ruff and mypy, as CI runs them
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy drp transfer bookkeeping sites instrumentation cli.py bench
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+## bench: bookkeeping benchmark at the issue's default size (prints ratio= lines)
+bench: $(STAMP)
+	$(PY) bench/bookkeeping.py
+
+clean:
+	rm -rf $(VENV) drp-work .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# System packages the test suite needs. Installs what is missing when run as root (CI, our machines);
+# otherwise says what to install. Safe to run repeatedly: does nothing when everything is present.
+set -euo pipefail
+
+missing=()
+have_pg() {
+    for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/16/bin /usr/lib/postgresql/17/bin; do
+        [[ -x "$d/initdb" && -x "$d/pg_ctl" ]] && return 0
+    done
+    return 1
+}
+have_pg || missing+=(postgresql-15)
+id postgres >/dev/null 2>&1 || missing+=(postgresql-15)
+command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+# unique
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-system-deps: missing ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+    exit 0
+fi
+echo "install-system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
