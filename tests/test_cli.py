@@ -137,3 +137,27 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     code, _, _ = run(*args)
     assert code == 2
+
+
+def test_release_generate(tmp_path: Path) -> None:
+    code, out, err = run(
+        "release",
+        "generate",
+        "--root",
+        str(tmp_path),
+        "--name",
+        "t1",
+        "--tracts",
+        "1",
+        "1",
+        "--bands",
+        "r",
+        "--visits-per-band",
+        "1",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["visits"] == 1 and summary["truth_rows"] > 0
+    code, _, err = run("release", "generate", "--root", str(tmp_path), "--bands", "q")
+    assert code == 2 and "unknown band" in err
