@@ -65,7 +65,7 @@ class ReleaseConfig(BaseModel):
     star_density_per_deg2: float = 40_000.0
     galaxy_density_per_deg2: float = 60_000.0
     mag_range: tuple[float, float] = (17.0, 24.5)
-    refcat_mag_limit: float = 21.0
+    refcat_mag_limit: float = 22.5
     cosmic_rays: int = 6
     bad_columns: int = 1
     saturation: float = 65_000.0

@@ -1,0 +1,1 @@
+"""Science steps: pure functions of input paths to output paths (no sites, no databases)."""
