@@ -58,6 +58,17 @@ class Box:
         return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
 
 
+def _tan_wcs(header: tuple[tuple[str, float | str], ...], x0: int = 0, y0: int = 0) -> WCS:
+    """A TAN WCS from a tract's header items, with the pixel origin moved to (x0, y0)."""
+    hdr = dict(header)
+    w = WCS(naxis=2)
+    w.wcs.ctype = [str(hdr["CTYPE1"]), str(hdr["CTYPE2"])]
+    w.wcs.crval = [float(hdr["CRVAL1"]), float(hdr["CRVAL2"])]
+    w.wcs.cdelt = [float(hdr["CDELT1"]), float(hdr["CDELT2"])]
+    w.wcs.crpix = [float(hdr["CRPIX1"]) - x0, float(hdr["CRPIX2"]) - y0]
+    return w
+
+
 @dataclass(frozen=True)
 class Patch:
     tract: int
@@ -69,13 +80,7 @@ class Patch:
     @cached_property
     def wcs(self) -> WCS:
         """The tract's projection with the origin moved to the patch's outer corner."""
-        hdr = dict(self.tract_wcs_header)
-        w = WCS(naxis=2)
-        w.wcs.ctype = [str(hdr["CTYPE1"]), str(hdr["CTYPE2"])]
-        w.wcs.crval = [float(hdr["CRVAL1"]), float(hdr["CRVAL2"])]
-        w.wcs.cdelt = [float(hdr["CDELT1"]), float(hdr["CDELT2"])]
-        w.wcs.crpix = [float(hdr["CRPIX1"]) - self.outer.x0, float(hdr["CRPIX2"]) - self.outer.y0]
-        return w
+        return _tan_wcs(self.tract_wcs_header, self.outer.x0, self.outer.y0)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -98,13 +103,7 @@ class Tract:
 
     @cached_property
     def wcs(self) -> WCS:
-        hdr = dict(self.wcs_header)
-        w = WCS(naxis=2)
-        w.wcs.ctype = [str(hdr["CTYPE1"]), str(hdr["CTYPE2"])]
-        w.wcs.crval = [float(hdr["CRVAL1"]), float(hdr["CRVAL2"])]
-        w.wcs.cdelt = [float(hdr["CDELT1"]), float(hdr["CDELT2"])]
-        w.wcs.crpix = [float(hdr["CRPIX1"]), float(hdr["CRPIX2"])]
-        return w
+        return _tan_wcs(self.wcs_header)
 
     def patch(self, index: int) -> Patch:
         if not 0 <= index < len(self.patches):
