@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from drp.errors import InvalidInputError, NotFoundError
 
-from .models import Campaign, CampaignDataset, Dataset, Event, Site
+from .models import Campaign, Dataset, Event, Site
 from .states import CampaignState, JobState, ReplicaState, TransferState
 
 
@@ -576,7 +576,6 @@ def set_transfer_states(session: Session, updates: Iterable[tuple[int, TransferS
 
 __all__ = [
     "AttemptRow",
-    "CampaignDataset",
     "FileRow",
     "JobRow",
     "RegisterResult",

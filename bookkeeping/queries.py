@@ -69,18 +69,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     cid = camp.id
     site_name = dict(session.execute(select(Site.id, Site.name)).all())
 
-    rep = session.execute(
-        select(
-            ReplicaCount.site_id,
-            ReplicaCount.state,
-            func.sum(ReplicaCount.n_files),
-            func.sum(ReplicaCount.n_bytes),
-        )
-        .join(CampaignDataset, CampaignDataset.dataset_id == ReplicaCount.dataset_id)
-        .where(CampaignDataset.campaign_id == cid)
-        .group_by(ReplicaCount.site_id, ReplicaCount.state)
-        .order_by(ReplicaCount.site_id, ReplicaCount.state)
-    ).all()
+    replicas = _replica_summaries(session, site_name, cid)
     jobs = session.execute(
         select(JobCount.site_id, JobCount.step, JobCount.state, JobCount.n_jobs)
         .where(JobCount.campaign_id == cid)
@@ -100,7 +89,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     return CampaignStatus(
         campaign=camp.name,
         state=camp.state.name,
-        replicas=[ReplicaSummary(site_name[s], ReplicaState(st).name, int(n), int(b)) for s, st, n, b in rep],
+        replicas=replicas,
         jobs=[JobSummary(site_name[s], step, JobState(st).name, int(n)) for s, step, st, n in jobs],
         transfers=[
             TransferSummary(site_name[a], site_name[b], TransferState(st).name, int(n), int(nb))
@@ -109,17 +98,29 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     )
 
 
+def _replica_summaries(
+    session: Session, site_name: dict[int, str], campaign_id: int | None
+) -> list[ReplicaSummary]:
+    """Files and bytes per site and replica state, over one campaign's datasets or the whole database."""
+    query = select(
+        ReplicaCount.site_id,
+        ReplicaCount.state,
+        func.sum(ReplicaCount.n_files),
+        func.sum(ReplicaCount.n_bytes),
+    )
+    if campaign_id is not None:
+        query = query.join(CampaignDataset, CampaignDataset.dataset_id == ReplicaCount.dataset_id).where(
+            CampaignDataset.campaign_id == campaign_id
+        )
+    rows = session.execute(
+        query.group_by(ReplicaCount.site_id, ReplicaCount.state).order_by(
+            ReplicaCount.site_id, ReplicaCount.state
+        )
+    ).all()
+    return [ReplicaSummary(site_name[s], ReplicaState(st).name, int(n), int(b)) for s, st, n, b in rows]
+
+
 def replica_totals(session: Session) -> list[ReplicaSummary]:
     """Whole-database files and bytes per site and replica state (for `drp data` and metrics)."""
     site_name = dict(session.execute(select(Site.id, Site.name)).all())
-    rows = session.execute(
-        select(
-            ReplicaCount.site_id,
-            ReplicaCount.state,
-            func.sum(ReplicaCount.n_files),
-            func.sum(ReplicaCount.n_bytes),
-        )
-        .group_by(ReplicaCount.site_id, ReplicaCount.state)
-        .order_by(ReplicaCount.site_id, ReplicaCount.state)
-    ).all()
-    return [ReplicaSummary(site_name[s], ReplicaState(st).name, int(n), int(b)) for s, st, n, b in rows]
+    return _replica_summaries(session, site_name, None)

@@ -12,7 +12,6 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -261,7 +260,3 @@ def calibrate(
         (shift_ra * cos_dec * 3.6e6, shift_dec * 3.6e6),
         astro_rms,
     )
-
-
-def result_dict(r: CalibrateResult) -> dict[str, Any]:
-    return asdict(r)
