@@ -12,7 +12,8 @@ from astropy.io import fits
 
 from drp.errors import InvalidInputError
 from drp.layout import Layout
-from drp.pipeline.calibrate import _match, calibrate
+from drp.pipeline.calibrate import calibrate
+from drp.pipeline.common import match_positions
 from drp.skymap import SkyMapConfig
 from drp.synth import ReleaseConfig, generate_release, load_manifest
 
@@ -59,7 +60,7 @@ def test_calibrate_recovers_zero_point_psf_and_positions(site: Path, index: int)
     truth = pq.read_table(site / L.truth())
     src = pq.read_table(site / L.src(v["band"], v["visit"]))
     t_ra, t_dec = np.asarray(truth["ra"]), np.asarray(truth["dec"])
-    i, j = _match(np.asarray(src["ra"]), np.asarray(src["dec"]), t_ra, t_dec, 1.0)
+    i, j = match_positions(np.asarray(src["ra"]), np.asarray(src["dec"]), t_ra, t_dec, 1.0)
     snr = (np.asarray(src["flux"]) / np.asarray(src["flux_err"]))[i]
     # Isolated stars only: a neighbour within 3 arcsec pulls the centroid (a blend, not an error).
     cos_dec = math.cos(math.radians(float(np.mean(t_dec))))

@@ -7,10 +7,8 @@ a source table (Parquet). Pure function of paths: it knows nothing of sites or d
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +20,29 @@ from astropy.wcs import WCS
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from drp import __version__
 from drp.errors import InvalidInputError
 from drp.files import write_fits_atomic, write_parquet_atomic
-
-MASK_BAD = 1
-MASK_SAT = 2
-MASK_CR = 4
+from drp.pipeline.common import (
+    MASK_BAD,
+    MASK_CR,
+    MASK_SAT,
+    Exposure,
+    StepConfig,
+    adaptive_sigma,
+    match_positions,
+    provenance,
+    provenance_header,
+)
 
 
 @dataclass(frozen=True)
-class CalibrateConfig:
+class CalibrateConfig(StepConfig):
     detect_sigma: float = 5.0
     min_area: int = 5
     match_radius_arcsec: float = 1.5
     min_ref_matches: int = 3
-    zp_min_snr: float = 20.0
+    zp_min_snr: float = 10.0
     aperture_fwhm: float = 2.0  # radius in PSF FWHM: 4.7 sigma encloses 99.998 % of a Gaussian PSF
-
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -97,20 +98,6 @@ def build_mask(data: NDArray[np.float64], saturation: float, noise: float) -> ND
     grown[:, :-1] |= cr[:, 1:]
     mask[grown] |= MASK_CR
     return mask
-
-
-def _match(
-    ra1: NDArray, dec1: NDArray, ra2: NDArray, dec2: NDArray, radius_arcsec: float
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Nearest-neighbour match of list 1 into list 2 within a radius (flat-sky, fine at < 1 deg)."""
-    if len(ra1) == 0 or len(ra2) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    dec0 = float(np.mean(dec2))
-    c = math.cos(math.radians(dec0))
-    tree = cKDTree(np.column_stack([ra2 * c, dec2]))
-    d, j = tree.query(np.column_stack([ra1 * c, dec1]), distance_upper_bound=radius_arcsec / 3600)
-    ok = np.isfinite(d)
-    return np.flatnonzero(ok), j[ok]
 
 
 def calibrate(
@@ -170,7 +157,7 @@ def calibrate(
     radius_match = cfg.match_radius_arcsec
     i_src = j_ref = np.zeros(0, dtype=np.int64)
     for _ in range(2):
-        i_src, j_ref = _match(ra + shift_ra, dec + shift_dec, ref_ra, ref_dec, radius_match)
+        i_src, j_ref = match_positions(ra + shift_ra, dec + shift_dec, ref_ra, ref_dec, radius_match)
         if len(i_src) < cfg.min_ref_matches:
             raise InvalidInputError(
                 f"{raw_path}: only {len(i_src)} reference stars matched (need {cfg.min_ref_matches})"
@@ -187,52 +174,54 @@ def calibrate(
     astro_rms = float(np.sqrt(np.mean(resid**2) / 2))  # per coordinate
 
     # Photometry: zero point (mag for 1 count/s) from matched, unsaturated, high-S/N stars.
-    sel = (snr[i_src] > cfg.zp_min_snr) & (aflag[i_src] == 0) & (flux[i_src] > 0)
+    # Blends are left out: a reference star matched by two sources (split by deblending) or a source
+    # with another detection within two aperture radii (its light is in the aperture).
+    _, ref_uses = np.unique(j_ref, return_inverse=True)
+    single = np.bincount(ref_uses)[ref_uses] == 1
+    tree = cKDTree(np.column_stack([x, y]))
+    crowded = np.array([len(tree.query_ball_point((x[k], y[k]), 2 * radius)) > 1 for k in i_src], dtype=bool)
+    sel = (snr[i_src] > cfg.zp_min_snr) & (aflag[i_src] == 0) & (flux[i_src] > 0) & single & ~crowded
     if sel.sum() < cfg.min_ref_matches:
         raise InvalidInputError(f"{raw_path}: only {int(sel.sum())} clean reference stars for the zero point")
     zps = np.asarray(ref[f"mag_{band}"])[j_ref[sel]] + 2.5 * np.log10(flux[i_src[sel]] / exptime)
+    ref_err = np.asarray(ref[f"mag_{band}_err"])[j_ref[sel]] if f"mag_{band}_err" in ref.column_names else 0.0
+    zp_sigma = np.sqrt((1.0857 / snr[i_src[sel]]) ** 2 + ref_err**2 + 0.003**2)
+    # Inverse-variance mean, clipped at 3 sigma around a start from the median (robust with few stars;
+    # outliers are blends we could not see, always too bright).
     zp = float(np.median(zps))
-    for _ in range(3):  # sigma clipping around the median
-        spread = max(1.4826 * float(np.median(np.abs(zps - zp))), 0.002)
-        keep = np.abs(zps - zp) < 3 * spread
-        zp = float(np.mean(zps[keep]))
-    zp_err = float(np.std(zps[keep]) / math.sqrt(max(keep.sum(), 1)))
+    keep = np.ones(len(zps), dtype=bool)
+    for _ in range(5):
+        keep = np.abs(zps - zp) < 3 * zp_sigma
+        if not keep.any():
+            raise InvalidInputError(f"{raw_path}: reference-star zero points disagree; none within 3 sigma")
+        wts = 1 / zp_sigma[keep] ** 2
+        zp = float(np.sum(wts * zps[keep]) / np.sum(wts))
+    zp_err = float(1 / math.sqrt(np.sum(1 / zp_sigma[keep] ** 2)))
+
+    # The PSF again, from the reference stars only (no galaxies to widen it), by adaptive moments;
+    # the pixelated image is the PSF convolved with the pixel, whose variance is 1/12 px².
+    widths = np.array([adaptive_sigma(sub, x[k], y[k], sigma_pix) for k in i_src[sel]])
+    widths = widths[np.isfinite(widths)]
+    if len(widths) >= cfg.min_ref_matches:
+        sigma_pix = math.sqrt(max(float(np.median(widths)) ** 2 - 1 / 12, 0.01))
+        fwhm_pix = 2.3548 * sigma_pix
 
     ref_id = np.full(len(x), -1, dtype=np.int64)
     ref_id[i_src] = np.asarray(ref["id"])[j_ref]
     with np.errstate(divide="ignore", invalid="ignore"):
         mag = np.where(flux > 0, zp - 2.5 * np.log10(flux / exptime), np.nan)
         mag_err = np.where(flux > 0, 1.0857 * flux_err / flux, np.nan)
-    inputs = [str(raw_path.name), str(refcat_path.name)]
-    provenance = {
-        "step": "calibrate",
-        "software": f"satdrp {__version__}",
-        "config_hash": cfg.hash(),
-        "inputs": inputs,
-        "visit": visit,
-        "band": band,
-    }
-
+    prov = provenance("calibrate", cfg, [raw_path, refcat_path], visit=visit, band=band)
     header["PHOTOZP"] = (zp, "mag giving 1 count/s")
     header["PHOTOZPE"] = (zp_err, "zero point uncertainty (mag)")
     header["PSF_FWHM"] = (fwhm_pix * scale_arcsec, "PSF FWHM (arcsec)")
     header["ASTRMS"] = (astro_rms, "astrometric rms vs reference, per axis (mas)")
     header["NREFMTCH"] = (len(i_src), "reference stars matched")
-    header["STEP"] = "calibrate"
-    header["SWVERS"] = f"satdrp {__version__}"
-    header["CFGHASH"] = cfg.hash()
-    header["INPUTS"] = ",".join(inputs)
+    provenance_header(prov, header)
     var_out = variance.astype(np.float32)
     var_out[bad] = np.inf
-    write_fits_atomic(
-        calexp_path,
-        [
-            fits.PrimaryHDU(header=header),
-            fits.ImageHDU(sub.astype(np.float32), header=wcs.to_header(), name="IMAGE"),
-            fits.ImageHDU(mask, name="MASK"),
-            fits.ImageHDU(var_out, name="VARIANCE"),
-        ],
-    )
+    calexp = Exposure(sub.astype(np.float32), mask, var_out, wcs, header)
+    write_fits_atomic(calexp_path, calexp.hdus())
     table = pa.table(
         {
             "id": np.arange(len(x), dtype=np.int64),
@@ -248,7 +237,7 @@ def calibrate(
             "ref_id": ref_id,
         }
     )
-    write_parquet_atomic(src_path, table, provenance)
+    write_parquet_atomic(src_path, table, prov)
     return CalibrateResult(
         visit,
         band,
