@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import sep
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.special import erf
 
 from drp.errors import InvalidInputError
@@ -48,8 +49,8 @@ PATCH_ID_FACTOR = 1_000_000  # object id = (tract * 10_000 + patch) * 1_000_000 
 @dataclass(frozen=True)
 class MeasureConfig(StepConfig):
     detect_sigma: float = 5.0
-    min_area: int = 5
-    deblend_cont: float = 0.005
+    min_area: int = 3  # pixels above threshold in the smoothed S/N image
+    deblend_cont: float = 0.001
     aperture_fwhm: float = 2.0
     psf_stamp_sigma: float = 4.0  # half-size of the PSF-fit stamp, in PSF sigma
 
@@ -186,15 +187,18 @@ def measure(
     r = math.ceil(3 * sigma_det)
     kx = np.arange(-r, r + 1, dtype=float)
     kernel = np.exp(-(kx[:, None] ** 2 + kx[None, :] ** 2) / (2 * sigma_det**2))
+    kernel /= kernel.sum()
+    # Matched filter done here: the PSF-smoothed unit-noise image divided by its own noise is the
+    # S/N of a point source at each pixel, so the threshold is in S/N (sep's matched mode only
+    # normalises with a per-pixel noise array, and its default 5-pixel minimum area would cut S/N ~7).
+    snr_map = ndimage.convolve(detection, kernel, mode="constant") / math.sqrt(float((kernel**2).sum()))
     try:
         objs = sep.extract(
-            detection,
+            snr_map,
             cfg.detect_sigma,
-            err=1.0,
             mask=no_data,
             minarea=cfg.min_area,
-            filter_kernel=kernel,
-            filter_type="matched",
+            filter_kernel=None,
             deblend_cont=cfg.deblend_cont,
         )
     except Exception as err:  # sep raises bare Exception on pixel-stack overflow

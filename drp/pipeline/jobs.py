@@ -1,0 +1,256 @@
+"""Pipeline jobs: the data ids of each step, their input and output paths, and running one job.
+
+``drp job run STEP --data-id JSON --root SITE_ROOT`` is the single command every compute back-end
+runs; everything a job needs is derived here from the release manifest under the site root, so a
+job's command line is short and the same at every site.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from drp.errors import InvalidInputError
+from drp.layout import Layout
+from drp.skymap import SkyMap
+from drp.synth import ReleaseConfig, load_manifest
+
+# Step name -> the keys of its data id, in DAG order.
+STEPS: dict[str, tuple[str, ...]] = {
+    "calibrate": ("visit",),
+    "warp": ("visit", "tract", "patch"),
+    "coadd": ("tract", "patch", "band"),
+    "measure": ("tract", "patch"),
+    "merge": ("tract",),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    step: str
+    data_id: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """A stable, filesystem- and DAGMan-safe job name, e.g. ``warp_v001012_t2_p3``."""
+        short = {"visit": "v", "tract": "t", "patch": "p", "band": "b"}
+        parts = [
+            f"{short[k]}{self.data_id[k]:06d}" if k == "visit" else f"{short[k]}{self.data_id[k]}"
+            for k in STEPS[self.step]
+        ]
+        return "_".join([self.step, *parts])
+
+    def data_id_json(self) -> str:
+        return json.dumps(self.data_id, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    step: str
+    data_id: dict[str, Any]
+    outputs: list[str]
+    seconds: float
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ReleaseContext:
+    """A release as seen from one site root: manifest, sky map, layout, visit index."""
+
+    def __init__(self, root: Path, release: str) -> None:
+        self.root = root
+        self.layout = Layout(release)
+        self.manifest = load_manifest(root, release)
+        try:
+            self.config = ReleaseConfig.model_validate(self.manifest["config"])
+        except (KeyError, ValueError) as err:
+            raise InvalidInputError(
+                f"{root / self.layout.manifest()}: invalid release config ({err})"
+            ) from err
+        self.visits: dict[int, dict[str, Any]] = {int(v["visit"]): v for v in self.manifest["visits"]}
+
+    @classmethod
+    def discover(cls, root: Path, release: str | None) -> ReleaseContext:
+        """Open ``release`` under ``root``, or the only release there if none is named."""
+        if release is None:
+            found = sorted(p.parent.name for p in root.glob("*/release.json"))
+            if len(found) != 1:
+                raise InvalidInputError(
+                    f"{root}: {'no release' if not found else 'several releases ' + ', '.join(found)} "
+                    "found; name one with --release"
+                )
+            release = found[0]
+        return cls(root, release)
+
+    @cached_property
+    def skymap(self) -> SkyMap:
+        return SkyMap(self.config.skymap)
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.config.bands
+
+    def visits_on(self, tract: int, patch: int, band: str | None = None) -> list[int]:
+        return sorted(
+            vid
+            for vid, v in self.visits.items()
+            if [tract, patch] in v["patches"] and (band is None or v["band"] == band)
+        )
+
+    # -- data ids -------------------------------------------------------------------------------
+    def check(self, step: str, data_id: dict[str, Any]) -> Job:
+        """Validate a data id against the step and the release; unknown ids are an input error."""
+        if step not in STEPS:
+            raise InvalidInputError(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
+        keys = STEPS[step]
+        if set(data_id) != set(keys):
+            raise InvalidInputError(f"{step}: data id needs exactly {list(keys)}, got {sorted(data_id)}")
+        for k in keys:
+            v = data_id[k]
+            if k == "band":
+                if v not in self.bands:
+                    raise InvalidInputError(f"{step}: band {v!r} not in release bands {list(self.bands)}")
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InvalidInputError(f"{step}: {k} {v!r} must be a non-negative integer")
+        if "visit" in data_id and data_id["visit"] not in self.visits:
+            raise InvalidInputError(
+                f"{step}: visit {data_id['visit']} is not in release {self.layout.release}"
+            )
+        if "tract" in data_id:
+            try:
+                tract = self.skymap.tract(data_id["tract"])
+                if "patch" in data_id:
+                    tract.patch(data_id["patch"])
+            except KeyError as err:
+                raise InvalidInputError(f"{step}: {err.args[0]}") from err
+        if step == "warp":
+            tp = [data_id["tract"], data_id["patch"]]
+            if tp not in self.visits[data_id["visit"]]["patches"]:
+                raise InvalidInputError(
+                    f"warp: visit {data_id['visit']} does not overlap tract {tp[0]} patch {tp[1]}"
+                )
+        if step == "coadd" and not self.visits_on(data_id["tract"], data_id["patch"], data_id["band"]):
+            raise InvalidInputError(f"coadd: no {data_id['band']} visits overlap tract/patch {data_id}")
+        return Job(step, dict(sorted(data_id.items(), key=lambda kv: keys.index(kv[0]))))
+
+    def io(self, job: Job) -> tuple[list[Path], list[Path]]:
+        """Input and output paths of a job, relative to the site root."""
+        L, d = self.layout, job.data_id
+        if job.step == "calibrate":
+            v = self.visits[d["visit"]]
+            return [L.raw(v["band"], d["visit"]), L.refcat()], [
+                L.calexp(v["band"], d["visit"]),
+                L.src(v["band"], d["visit"]),
+            ]
+        if job.step == "warp":
+            band = self.visits[d["visit"]]["band"]
+            return [L.calexp(band, d["visit"])], [L.warp(d["tract"], d["patch"], band, d["visit"])]
+        if job.step == "coadd":
+            ins = [
+                L.warp(d["tract"], d["patch"], d["band"], v)
+                for v in self.visits_on(d["tract"], d["patch"], d["band"])
+            ]
+            return ins, [L.coadd(d["tract"], d["patch"], d["band"])]
+        if job.step == "measure":
+            return [
+                L.coadd(d["tract"], d["patch"], b)
+                for b in self.bands
+                if self.visits_on(d["tract"], d["patch"], b)
+            ], [L.object(d["tract"], d["patch"])]
+        tract = self.skymap.tract(d["tract"])
+        return [L.object(d["tract"], p.index) for p in tract.patches], [L.object_table(d["tract"])]
+
+    def jobs(self, tracts: set[int] | None = None, steps: tuple[str, ...] = tuple(STEPS)) -> Iterator[Job]:
+        """Every job of the release (or of some tracts), step by step: a valid execution order.
+
+        A visit belongs to the selection when it overlaps one of the tracts (its calibrate is needed
+        by their warps); generated lazily so that callers can stream millions of jobs.
+        """
+
+        def wanted(t: int) -> bool:
+            return tracts is None or t in tracts
+
+        visits = sorted(self.visits)
+        for step in steps:
+            if step == "calibrate":
+                for vid in visits:
+                    if any(wanted(t) for t, _ in self.visits[vid]["patches"]):
+                        yield Job("calibrate", {"visit": vid})
+            elif step == "warp":
+                for vid in visits:
+                    for t, p in self.visits[vid]["patches"]:
+                        if wanted(t):
+                            yield Job("warp", {"visit": vid, "tract": t, "patch": p})
+            else:
+                for tract in self.skymap.tracts:
+                    if not wanted(tract.id):
+                        continue
+                    if step == "merge":
+                        yield Job("merge", {"tract": tract.id})
+                        continue
+                    for patch in tract.patches:
+                        if step == "measure":
+                            yield Job("measure", {"tract": tract.id, "patch": patch.index})
+                        else:
+                            for band in self.bands:
+                                if self.visits_on(tract.id, patch.index, band):
+                                    yield Job(
+                                        "coadd", {"tract": tract.id, "patch": patch.index, "band": band}
+                                    )
+
+
+def parse_data_id(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"--data-id: not valid JSON ({err.msg}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"--data-id: must be a JSON object such as '{{\"visit\": 1000}}', got {text!r}"
+        )
+    return value
+
+
+def run_job(ctx: ReleaseContext, job: Job) -> JobResult:
+    """Run one job in this process. Inputs are checked to exist first; outputs appear atomically."""
+    from drp.pipeline.calibrate import calibrate
+    from drp.pipeline.coadd import coadd
+    from drp.pipeline.measure import measure
+    from drp.pipeline.merge import merge
+    from drp.pipeline.warp import warp
+
+    inputs, outputs = ctx.io(job)
+    root = ctx.root
+    for p in inputs:
+        if not (root / p).is_file():
+            raise InvalidInputError(f"{root / p}: input file not found ({job.name})")
+    d = job.data_id
+    start = time.perf_counter()
+    result: Any
+    if job.step == "calibrate":
+        result = calibrate(root / inputs[0], root / inputs[1], root / outputs[0], root / outputs[1])
+    elif job.step == "warp":
+        patch = ctx.skymap.tract(d["tract"]).patch(d["patch"])
+        result = warp(root / inputs[0], patch, root / outputs[0])
+    elif job.step == "coadd":
+        patch = ctx.skymap.tract(d["tract"]).patch(d["patch"])
+        result = coadd([root / p for p in inputs], patch, d["band"], root / outputs[0])
+    elif job.step == "measure":
+        tract = ctx.skymap.tract(d["tract"])
+        bands = [b for b in ctx.bands if ctx.visits_on(d["tract"], d["patch"], b)]
+        result = measure(
+            {b: root / p for b, p in zip(bands, inputs, strict=True)},
+            tract,
+            tract.patch(d["patch"]),
+            root / outputs[0],
+        )
+    else:
+        result = merge([root / p for p in inputs], ctx.skymap.tract(d["tract"]), root / outputs[0])
+    return JobResult(job.step, d, [str(p) for p in outputs], time.perf_counter() - start, asdict(result))
