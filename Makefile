@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps bench clean
+.PHONY: demo test lint system-deps bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ system-deps:
 ## bench: bookkeeping benchmark at the issue's default size (prints ratio= lines)
 bench: $(STAMP)
 	$(PY) bench/bookkeeping.py
+
+## bench-pipeline: CPU and peak memory per megapixel per step on the default demo release
+bench-pipeline: $(STAMP)
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) drp-work .pytest_cache .mypy_cache .ruff_cache

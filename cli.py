@@ -229,6 +229,94 @@ def release_generate(
         )
 
 
+@release.command("validate")
+@click.option(
+    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
+)
+@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@click.option("--min-snr", type=float, default=20.0, show_default=True, help="S/N cut for stars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def release_validate(root: Path, release_name: str | None, min_snr: float, as_json: bool) -> None:
+    """Accuracy of the processed release against its truth catalogue (needs the merged tract tables)."""
+    from drp.validate import validate_release
+
+    report = validate_release(root, release_name, min_snr=min_snr)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    click.echo(
+        f"{report.n_objects:,} primary objects, {report.n_matched:,} matched to {report.n_truth:,} truth; "
+        f"astrometric rms {report.astrometric_rms_mas:.1f} mas "
+        f"({report.n_astrometric} stars, S/N > {min_snr:g})"
+    )
+    _table(
+        "photometry vs truth (PSF flux, stars)",
+        ["band", "stars", "bias (mmag)", "scatter (mmag)", "chi scatter"],
+        [
+            [b.band, b.n_stars, f"{b.bias_mmag:+.1f}", f"{b.scatter_mmag:.1f}", f"{b.chi_scatter:.2f}"]
+            for b in report.bands
+        ],
+    )
+    click.echo(
+        f"{report.completeness_band}-band S/N 10 at {report.mag_snr10:.2f} mag; completeness of stars "
+        f"brighter: {report.completeness_snr10:.1%} (isolated: {report.completeness_snr10_isolated:.1%})"
+    )
+
+
+# --- job ---------------------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def job() -> None:
+    """Pipeline jobs: what every compute back-end runs."""
+
+
+_STEP = click.Choice(["calibrate", "warp", "coadd", "measure", "merge"])
+
+
+@job.command("run")
+@click.argument("step", type=_STEP)
+@click.option("--data-id", "data_id", required=True, metavar="JSON", help="e.g. '{\"visit\": 1000}'.")
+@click.option(
+    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
+)
+@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job result as JSON.")
+def job_run(step: str, data_id: str, root: Path, release_name: str | None, as_json: bool) -> None:
+    """Run one pipeline job. Exit 0 on success; 2 with one line naming the file on bad input."""
+    from drp.pipeline.jobs import ReleaseContext, parse_data_id, run_job
+
+    ctx = ReleaseContext.discover(root, release_name)
+    result = run_job(ctx, ctx.check(step, parse_data_id(data_id)))
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        click.echo(
+            f"{step} {json.dumps(result.data_id)}: done in {result.seconds:.2f} s "
+            f"-> {', '.join(result.outputs)}"
+        )
+
+
+@job.command("list")
+@click.option(
+    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
+)
+@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@click.option("--step", type=_STEP, default=None, help="Only this step.")
+@click.option("--tract", "tracts", type=int, multiple=True, help="Only jobs for these tracts (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (streamable).")
+def job_list(
+    root: Path, release_name: str | None, step: str | None, tracts: tuple[int, ...], as_json: bool
+) -> None:
+    """List the release's jobs in a valid execution order."""
+    from drp.pipeline.jobs import STEPS, ReleaseContext
+
+    ctx = ReleaseContext.discover(root, release_name)
+    for j in ctx.jobs(set(tracts) or None, (step,) if step else tuple(STEPS)):
+        if as_json:
+            click.echo(json.dumps({"name": j.name, "step": j.step, "data_id": j.data_id}, sort_keys=True))
+        else:
+            click.echo(f"{j.name}\t{j.data_id_json()}")
+
+
 # --- campaign ----------------------------------------------------------------------------------
 @cli.group(cls=DrpGroup)
 def campaign() -> None:

@@ -193,3 +193,27 @@ def accuracy(
         completeness_snr10_isolated=comp10_iso,
         isolation_arcsec=isolation_arcsec,
     )
+
+
+def validate_release(root: Path, release: str | None, *, min_snr: float = 20.0) -> AccuracyReport:
+    """Accuracy of the merged tract tables under a site root against the release's truth."""
+    from drp.pipeline.jobs import ReleaseContext
+
+    ctx = ReleaseContext.discover(root, release)
+    paths = [root / ctx.layout.object_table(t.id) for t in ctx.skymap.tracts]
+    present = [p for p in paths if p.is_file()]
+    if not present:
+        raise InvalidInputError(f"{root}: no merged object tables under {ctx.layout.base / 'objectTable'}")
+    done = {int(p.stem.removeprefix("tract")) for p in present}
+    try:
+        truth = pq.read_table(root / ctx.layout.truth())
+    except (OSError, pa.ArrowInvalid) as err:
+        raise InvalidInputError(f"{root / ctx.layout.truth()}: cannot read truth ({err})") from err
+    skymap = ctx.skymap
+    return accuracy(
+        load_object_tables(present),
+        truth,
+        ctx.bands,
+        within=lambda ra, dec: np.isin(skymap.find_tracts(ra, dec), list(done)),
+        min_snr=min_snr,
+    )
