@@ -1,0 +1,93 @@
+"""Split policy: which site processes which tract.
+
+Each site gets a quota of the (non-overlap) tracts from its share, by largest remainder, so every
+site is within one tract of its share. Tracts are placed by weighted-free rendezvous hashing with
+capacities: every (tract, site) pair has a deterministic pseudo-random score, and pairs are taken
+best first while the site has room. Given the previous plan (stored in bookkeeping), a new plan
+starts from it and moves only what must move: tracts of sites that left, and the excess of sites
+whose quota shrank, each to the under-quota site that scores it best. Adding a site therefore moves
+tracts only *to* that site. The configured overlap tracts are assigned to every site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from drp.errors import InvalidInputError
+
+
+def score(tract: int, site: str) -> int:
+    """Deterministic 64-bit rendezvous score of a (tract, site) pair (stable across Python versions)."""
+    digest = hashlib.blake2b(f"{site}\x00{tract}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def quotas(n: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """Largest-remainder quotas: each site within one tract of share × n; ties by site name."""
+    total = sum(shares.values())
+    if n < 0 or not shares or total <= 0 or any(s < 0 for s in shares.values()):
+        raise InvalidInputError(f"split: shares must be non-negative with a positive sum, got {dict(shares)}")
+    exact = {site: n * s / total for site, s in shares.items()}
+    q = {site: int(v) for site, v in exact.items()}
+    left = n - sum(q.values())
+    for site in sorted(exact, key=lambda s: (-(exact[s] - q[s]), s))[:left]:
+        q[site] += 1
+    return q
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    assignment: dict[int, str]  # non-overlap tract -> its one processing site
+    overlap: frozenset[int]  # tracts processed at every site
+    sites: tuple[str, ...]
+
+    def tracts_of(self, site: str) -> set[int]:
+        """Every tract the site processes: its share plus the overlap region."""
+        return {t for t, s in self.assignment.items() if s == site} | set(self.overlap)
+
+    def moved_from(self, previous: SplitPlan) -> dict[int, tuple[str, str]]:
+        """Tracts whose site changed: tract -> (old site, new site)."""
+        return {
+            t: (previous.assignment[t], s)
+            for t, s in self.assignment.items()
+            if t in previous.assignment and previous.assignment[t] != s
+        }
+
+
+def plan_split(
+    tracts: Iterable[int],
+    shares: Mapping[str, float],
+    overlap: Iterable[int] = (),
+    previous: SplitPlan | None = None,
+) -> SplitPlan:
+    all_tracts = sorted(set(tracts))
+    overlap_set = frozenset(overlap)
+    unknown = overlap_set - set(all_tracts)
+    if unknown:
+        raise InvalidInputError(f"split: overlap tracts {sorted(unknown)} are not in the sky map")
+    split_tracts = [t for t in all_tracts if t not in overlap_set]
+    quota = quotas(len(split_tracts), shares)
+    assignment: dict[int, str] = {}
+    load = dict.fromkeys(shares, 0)
+    if previous is not None:
+        # Keep what may stay: a site keeps its previous tracts up to its quota, best-scored first.
+        kept: dict[str, list[int]] = {s: [] for s in shares}
+        for t in split_tracts:
+            site = previous.assignment.get(t)
+            if site in kept:
+                kept[site].append(t)
+        for site, ts in kept.items():
+            for t in sorted(ts, key=lambda t: -score(t, site))[: quota[site]]:
+                assignment[t] = site
+                load[site] += 1
+    pairs = sorted(
+        ((score(t, s), t, s) for t in split_tracts if t not in assignment for s in shares if quota[s] > 0),
+        reverse=True,
+    )
+    for _, t, s in pairs:
+        if t not in assignment and load[s] < quota[s]:
+            assignment[t] = s
+            load[s] += 1
+    return SplitPlan(dict(sorted(assignment.items())), overlap_set, tuple(shares))
