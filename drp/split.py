@@ -2,11 +2,12 @@
 
 Each site gets a quota of the (non-overlap) tracts from its share, by largest remainder, so every
 site is within one tract of its share. Tracts are placed by rendezvous (highest-random-weight)
-hashing with capacities: every (tract, site) pair has a deterministic pseudo-random score, and pairs are taken
-best first while the site has room. Given the previous plan (to be stored in bookkeeping), a new plan
-starts from it and moves only what must move: tracts of sites that left, and the excess of sites
-whose quota shrank, each to the under-quota site that scores it best. Adding a site therefore moves
-tracts only *to* that site. The configured overlap tracts are assigned to every site.
+hashing with capacities: every (tract, site) pair has a deterministic pseudo-random score, and
+pairs are taken best first while the site has room. Given the previous plan (to be stored in
+bookkeeping), a new plan starts from it and moves only what must move: tracts of sites that left,
+and the excess of sites whose quota shrank, each to the under-quota site that scores it best.
+Adding a site therefore moves tracts only *to* that site. The configured overlap tracts are
+assigned to every site.
 """
 
 from __future__ import annotations
