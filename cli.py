@@ -179,6 +179,14 @@ def sites_list(sites_path: Path | None, as_json: bool) -> None:
 
 
 # --- release ------------------------------------------------------------------------------------
+_site_root = click.option(
+    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
+)
+_release_name = click.option(
+    "--release", "release_name", default=None, help="Release name (default: the only one under the root)."
+)
+
+
 @cli.group(cls=DrpGroup)
 def release() -> None:
     """Synthetic data releases (truth, reference catalogue, raw exposures)."""
@@ -230,10 +238,8 @@ def release_generate(
 
 
 @release.command("validate")
-@click.option(
-    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
-)
-@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@_site_root
+@_release_name
 @click.option("--min-snr", type=float, default=20.0, show_default=True, help="S/N cut for stars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def release_validate(root: Path, release_name: str | None, min_snr: float, as_json: bool) -> None:
@@ -275,10 +281,8 @@ _STEP = click.Choice(["calibrate", "warp", "coadd", "measure", "merge"])
 @job.command("run")
 @click.argument("step", type=_STEP)
 @click.option("--data-id", "data_id", required=True, metavar="JSON", help="e.g. '{\"visit\": 1000}'.")
-@click.option(
-    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
-)
-@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@_site_root
+@_release_name
 @click.option("--json", "as_json", is_flag=True, help="Print the job result as JSON.")
 def job_run(step: str, data_id: str, root: Path, release_name: str | None, as_json: bool) -> None:
     """Run one pipeline job. Exit 0 on success; 2 with one line naming the file on bad input."""
@@ -296,10 +300,8 @@ def job_run(step: str, data_id: str, root: Path, release_name: str | None, as_js
 
 
 @job.command("list")
-@click.option(
-    "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
-)
-@click.option("--release", "release_name", default=None, help="Release name (default: the only one).")
+@_site_root
+@_release_name
 @click.option("--step", type=_STEP, default=None, help="Only this step.")
 @click.option("--tract", "tracts", type=int, multiple=True, help="Only jobs for these tracts (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (streamable).")
