@@ -14,20 +14,11 @@ from drp.errors import InvalidInputError
 from drp.layout import Layout
 from drp.pipeline.calibrate import calibrate
 from drp.pipeline.common import match_positions
-from drp.skymap import SkyMapConfig
 from drp.synth import ReleaseConfig, generate_release, load_manifest
 
 CFG = ReleaseConfig(
     name="cal",
-    skymap=SkyMapConfig(
-        tracts_x=1,
-        tracts_y=1,
-        tract_size_deg=0.04,
-        tract_overlap_deg=0.004,
-        patches_per_side=2,
-        patch_border_pix=30,
-        pixel_scale_arcsec=0.2,
-    ),
+    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 1, "tracts_y": 1}),
     bands=("g", "r"),
     visits_per_band=1,
     image_pix=800,

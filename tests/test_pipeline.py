@@ -18,22 +18,13 @@ from drp.errors import InvalidInputError
 from drp.files import read_provenance
 from drp.pipeline.common import match_positions
 from drp.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
-from drp.skymap import SkyMapConfig
 from drp.synth import ReleaseConfig, generate_release
 from drp.validate import validate_release
 
 CFG = ReleaseConfig(
     name="tiny",
     seed=7,
-    skymap=SkyMapConfig(
-        tracts_x=2,
-        tracts_y=1,
-        tract_size_deg=0.04,
-        tract_overlap_deg=0.004,
-        patches_per_side=2,
-        patch_border_pix=30,
-        pixel_scale_arcsec=0.2,
-    ),
+    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
     bands=("g", "r"),
     visits_per_band=2,
     image_pix=900,

@@ -23,16 +23,13 @@ from drp.errors import InvalidInputError
 from drp.files import write_fits_atomic
 from drp.pipeline.common import (
     MASK_NO_DATA,
-    MASK_UNUSABLE,
     Exposure,
     StepConfig,
     provenance,
     provenance_header,
-    read_exposure,
+    read_patch_exposure,
 )
 from drp.skymap import Patch
-
-WARP_KEYS = ("VISIT", "BAND", "TRACT", "PATCH", "PSF_FWHM")
 
 
 @dataclass(frozen=True)
@@ -67,16 +64,11 @@ def coadd(
     psf: list[tuple[float, float, tuple[int, int, int, int]]] = []  # (sigma arcsec, weight, box)
     visits = []
     for path in warp_paths:
-        w = read_exposure(path, require=WARP_KEYS)
+        w = read_patch_exposure(path, "warp", patch.tract, patch.index, shape, band)
         h = w.header
-        if str(h["BAND"]) != band:
-            raise InvalidInputError(f"{path}: band {h['BAND']!r} where {band!r} was expected")
-        if (int(h["TRACT"]), int(h["PATCH"])) != (patch.tract, patch.index) or w.image.shape != shape:
-            raise InvalidInputError(
-                f"{path}: warp of tract {h['TRACT']} patch {h['PATCH']} {w.image.shape}, "
-                f"expected tract {patch.tract} patch {patch.index} {shape}"
-            )
-        good = ((w.mask & MASK_UNUSABLE) == 0) & np.isfinite(w.variance) & np.isfinite(w.image)
+        if "VISIT" not in h:
+            raise InvalidInputError(f"{path}: header keyword VISIT missing")
+        good = w.usable()
         if good.mean() <= cfg.min_covered_fraction or not good.any():
             continue
         weight = 1.0 / float(np.median(w.variance[good]))

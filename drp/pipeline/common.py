@@ -80,6 +80,15 @@ class Exposure:
     wcs: WCS
     header: fits.Header
 
+    def usable(self) -> NDArray[np.bool_]:
+        """Pixels with data: no unusable mask bit, finite image, finite positive variance."""
+        return (
+            ((self.mask & MASK_UNUSABLE) == 0)
+            & np.isfinite(self.image)
+            & np.isfinite(self.variance)
+            & (self.variance > 0)
+        )
+
     def hdus(self) -> list[fits.PrimaryHDU | fits.ImageHDU]:
         wcs_header = self.wcs.to_header()
         return [
@@ -115,6 +124,22 @@ def read_exposure(path: Path, *, require: tuple[str, ...] = ()) -> Exposure:
         if key not in header:
             raise InvalidInputError(f"{path}: header keyword {key} missing")
     return Exposure(image, mask, variance, wcs, header)
+
+
+def read_patch_exposure(
+    path: Path, kind: str, tract: int, patch: int, shape: tuple[int, int], band: str
+) -> Exposure:
+    """Read a warp or coadd and check it is the band, tract, patch and shape the caller expects."""
+    exp = read_exposure(path, require=("BAND", "TRACT", "PATCH", "PSF_FWHM"))
+    h = exp.header
+    if str(h["BAND"]) != band:
+        raise InvalidInputError(f"{path}: band {h['BAND']!r} where {band!r} was expected")
+    if (int(h["TRACT"]), int(h["PATCH"])) != (tract, patch) or exp.image.shape != shape:
+        raise InvalidInputError(
+            f"{path}: {kind} of tract {h['TRACT']} patch {h['PATCH']} {exp.image.shape}, "
+            f"expected tract {tract} patch {patch} {shape}"
+        )
+    return exp
 
 
 def match_positions(

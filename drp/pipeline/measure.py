@@ -34,15 +34,13 @@ from scipy.special import erf
 from drp.errors import InvalidInputError
 from drp.files import write_parquet_atomic
 from drp.pipeline.common import (
-    MASK_UNUSABLE,
     Exposure,
     StepConfig,
     provenance,
-    read_exposure,
+    read_patch_exposure,
 )
 from drp.skymap import Patch, Tract
 
-COADD_KEYS = ("TRACT", "PATCH", "BAND", "PSF_FWHM", "PSFNCOMP")
 PATCH_ID_FACTOR = 1_000_000  # object id = (tract * 10_000 + patch) * 1_000_000 + n
 
 
@@ -159,15 +157,9 @@ def measure(
         raise InvalidInputError(f"measure of tract {tract.id} patch {patch.index}: no coadds")
     exposures: dict[str, Exposure] = {}
     for band, path in coadd_paths.items():
-        exp = read_exposure(path, require=COADD_KEYS)
-        h = exp.header
-        if str(h["BAND"]) != band:
-            raise InvalidInputError(f"{path}: band {h['BAND']!r} where {band!r} was expected")
-        if (int(h["TRACT"]), int(h["PATCH"])) != (tract.id, patch.index) or exp.image.shape != patch.shape:
-            raise InvalidInputError(
-                f"{path}: coadd of tract {h['TRACT']} patch {h['PATCH']}, "
-                f"expected tract {tract.id} patch {patch.index}"
-            )
+        exp = read_patch_exposure(path, "coadd", tract.id, patch.index, patch.shape, band)
+        if "PSFNCOMP" not in exp.header:
+            raise InvalidInputError(f"{path}: header keyword PSFNCOMP missing")
         exposures[band] = exp
 
     # Combined S/N image for detection.
@@ -175,7 +167,7 @@ def measure(
     inv = np.zeros(patch.shape)
     usable_by_band: dict[str, NDArray[np.bool_]] = {}
     for band, exp in exposures.items():
-        usable = ((exp.mask & MASK_UNUSABLE) == 0) & np.isfinite(exp.variance) & (exp.variance > 0)
+        usable = exp.usable()
         usable_by_band[band] = usable
         num[usable] += exp.image[usable] / exp.variance[usable]
         inv[usable] += 1.0 / exp.variance[usable]
