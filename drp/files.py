@@ -1,14 +1,9 @@
-"""Atomic output writers: a temporary name in the same directory, fsync, then rename.
-
-A reader (or a resumed campaign) therefore sees either the complete previous file, the complete new
-file, or nothing; never a half-written one. Temporary names start with '.' and contain '.part-'.
-"""
+"""Atomic writers of the pipeline's formats (FITS, Parquet); see :mod:`drp.atomic` for the mechanism."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.io import fits
 
+from drp.atomic import atomic_write, write_bytes_atomic
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: tmp.write_bytes(data))
+__all__ = ["read_provenance", "write_bytes_atomic", "write_fits_atomic", "write_parquet_atomic"]
 
 
 def write_fits_atomic(path: Path, hdus: Sequence[fits.PrimaryHDU | fits.ImageHDU]) -> None:
-    _atomic(path, lambda tmp: fits.HDUList(list(hdus)).writeto(tmp, overwrite=True))
+    atomic_write(path, lambda tmp: fits.HDUList(list(hdus)).writeto(tmp, overwrite=True))
 
 
 def write_parquet_atomic(path: Path, table: pa.Table, provenance: dict[str, Any]) -> None:
@@ -42,7 +25,7 @@ def write_parquet_atomic(path: Path, table: pa.Table, provenance: dict[str, Any]
     meta = dict(table.schema.metadata or {})
     meta[b"satdrp.provenance"] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_provenance(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from drp.errors import InvalidInputError
 
 BAND_RE = re.compile(r"^[a-z]{1,8}$")
+JOB_RE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -46,40 +47,41 @@ class Layout:
         return self.base / "refcat" / "refcat.parquet"
 
     def raw(self, band: str, visit: int) -> Path:
-        return self.base / "raw" / _band(band) / f"visit{_int('visit', visit):06d}.fits"
+        return Path(f"{self.release}/raw/{_band(band)}/visit{_int('visit', visit):06d}.fits")
 
     def calexp(self, band: str, visit: int) -> Path:
-        return self.base / "calexp" / _band(band) / f"visit{_int('visit', visit):06d}.fits"
+        return Path(f"{self.release}/calexp/{_band(band)}/visit{_int('visit', visit):06d}.fits")
 
     def src(self, band: str, visit: int) -> Path:
-        return self.base / "src" / _band(band) / f"visit{_int('visit', visit):06d}.parquet"
+        return Path(f"{self.release}/src/{_band(band)}/visit{_int('visit', visit):06d}.parquet")
 
     def warp(self, tract: int, patch: int, band: str, visit: int) -> Path:
-        return (
-            self.base
-            / "warp"
-            / f"tract{_int('tract', tract):04d}"
-            / f"patch{_int('patch', patch):03d}"
-            / _band(band)
-            / f"visit{_int('visit', visit):06d}.fits"
+        return Path(
+            f"{self.release}/warp/tract{_int('tract', tract):04d}/patch{_int('patch', patch):03d}/"
+            f"{_band(band)}/visit{_int('visit', visit):06d}.fits"
         )
 
     def coadd(self, tract: int, patch: int, band: str) -> Path:
-        return (
-            self.base
-            / "coadd"
-            / f"tract{_int('tract', tract):04d}"
-            / f"patch{_int('patch', patch):03d}"
-            / f"{_band(band)}.fits"
+        return Path(
+            f"{self.release}/coadd/tract{_int('tract', tract):04d}/patch{_int('patch', patch):03d}/"
+            f"{_band(band)}.fits"
         )
 
     def object(self, tract: int, patch: int) -> Path:
-        return (
-            self.base
-            / "object"
-            / f"tract{_int('tract', tract):04d}"
-            / f"patch{_int('patch', patch):03d}.parquet"
+        return Path(
+            f"{self.release}/object/tract{_int('tract', tract):04d}/patch{_int('patch', patch):03d}.parquet"
         )
 
     def object_table(self, tract: int) -> Path:
-        return self.base / "objectTable" / f"tract{_int('tract', tract):04d}.parquet"
+        return Path(f"{self.release}/objectTable/tract{_int('tract', tract):04d}.parquet")
+
+    def job_log(self, step: str, job: str, attempt: int, kind: str) -> Path:
+        """Report (``json``) or log (``out``/``err``) of one attempt of a job, beside the outputs."""
+        if not JOB_RE.match(job) or not JOB_RE.match(step) or kind not in ("json", "out", "err"):
+            raise InvalidInputError(f"job log {step}/{job}.{kind}: invalid name")
+        return Path(f"{self.release}/jobs/{step}/{job}.{_int('attempt', attempt)}.{kind}")
+
+    def job_dir(self, step: str) -> Path:
+        if not JOB_RE.match(step):
+            raise InvalidInputError(f"step {step!r}: invalid name")
+        return Path(f"{self.release}/jobs/{step}")

@@ -29,6 +29,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     "merge": ("tract",),
 }
 
+_SHORT = {"visit": "v", "tract": "t", "patch": "p", "band": "b"}
+
 
 @dataclass(frozen=True)
 class Job:
@@ -38,15 +40,35 @@ class Job:
     @property
     def name(self) -> str:
         """A stable, filesystem- and DAGMan-safe job name, e.g. ``warp_v001012_t2_p3``."""
-        short = {"visit": "v", "tract": "t", "patch": "p", "band": "b"}
         parts = [
-            f"{short[k]}{self.data_id[k]:06d}" if k == "visit" else f"{short[k]}{self.data_id[k]}"
+            f"v{self.data_id[k]:06d}" if k == "visit" else f"{_SHORT[k]}{self.data_id[k]}"
             for k in STEPS[self.step]
         ]
         return "_".join([self.step, *parts])
 
     def data_id_json(self) -> str:
         return json.dumps(self.data_id, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_name(cls, name: str) -> Job:
+        """The job a :attr:`name` stands for (names carry the whole data id, so batch systems need
+        pass only the name: no JSON quoting through DAG and submit files)."""
+        step, *parts = name.split("_")
+        keys = STEPS.get(step)
+        if keys is None or len(parts) != len(keys):
+            raise InvalidInputError(f"job name {name!r}: expected {step}_<{'>_<'.join(keys or ('…',))}>")
+        data_id: dict[str, Any] = {}
+        for key, part in zip(keys, parts, strict=True):
+            prefix, value = _SHORT[key], part[1:]
+            if not part.startswith(prefix) or not value:
+                raise InvalidInputError(f"job name {name!r}: {part!r} is not a {key}")
+            if key == "band":
+                data_id[key] = value
+            elif value.isdigit():
+                data_id[key] = int(value)
+            else:
+                raise InvalidInputError(f"job name {name!r}: {key} {value!r} is not a number")
+        return cls(step, data_id)
 
 
 @dataclass(frozen=True)
@@ -64,10 +86,10 @@ class JobResult:
 class ReleaseContext:
     """A release as seen from one site root: manifest, sky map, layout, visit index."""
 
-    def __init__(self, root: Path, release: str) -> None:
+    def __init__(self, root: Path, release: str, manifest: dict[str, Any] | None = None) -> None:
         self.root = root
         self.layout = Layout(release)
-        self.manifest = load_manifest(root, release)
+        self.manifest = load_manifest(root, release) if manifest is None else manifest
         try:
             self.config = ReleaseConfig.model_validate(self.manifest["config"])
         except (KeyError, ValueError) as err:
@@ -97,12 +119,20 @@ class ReleaseContext:
     def bands(self) -> tuple[str, ...]:
         return self.config.bands
 
+    @cached_property
+    def _visit_index(self) -> dict[tuple[int, int, str], list[int]]:
+        """(tract, patch, band) -> sorted visits overlapping it; built once, so lookups are O(1)."""
+        index: dict[tuple[int, int, str], list[int]] = {}
+        for vid in sorted(self.visits):
+            v = self.visits[vid]
+            for t, p in v["patches"]:
+                index.setdefault((t, p, v["band"]), []).append(vid)
+        return index
+
     def visits_on(self, tract: int, patch: int, band: str | None = None) -> list[int]:
-        return sorted(
-            vid
-            for vid, v in self.visits.items()
-            if [tract, patch] in v["patches"] and (band is None or v["band"] == band)
-        )
+        if band is not None:
+            return list(self._visit_index.get((tract, patch, band), ()))
+        return sorted(v for b in self.bands for v in self._visit_index.get((tract, patch, b), ()))
 
     # -- data ids -------------------------------------------------------------------------------
     def check(self, step: str, data_id: dict[str, Any]) -> Job:
@@ -254,3 +284,25 @@ def run_job(ctx: ReleaseContext, job: Job) -> JobResult:
     else:
         result = merge([root / p for p in inputs], ctx.skymap.tract(d["tract"]), root / outputs[0])
     return JobResult(job.step, d, [str(p) for p in outputs], time.perf_counter() - start, asdict(result))
+
+
+def job_main(ctx: ReleaseContext, name: str) -> int:
+    """Run the job called ``name`` as a worker does: result JSON on stdout, one error line on stderr,
+    the error's exit code (2 for bad input, which no retry can fix). Other exceptions propagate."""
+    import sys
+
+    from drp.errors import DrpError
+
+    try:
+        job = Job.from_name(name)
+        result = run_job(ctx, ctx.check(job.step, job.data_id))
+    except DrpError as err:
+        print(f"drp: error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(json.dumps(result.to_dict(), sort_keys=True, default=str))
+    return 0
+
+
+def preload() -> None:
+    """Import every step now, so forked workers start with them loaded (1.2 s of imports per job)."""
+    from drp.pipeline import calibrate, coadd, measure, merge, warp  # noqa: F401

@@ -1,0 +1,469 @@
+"""Per-job profiling: run a job as a child process and record what it cost and how it ended.
+
+Whatever the back-end, a job runs under this profiler and leaves a versioned **job report** (JSON)
+beside the release outputs; the driver ingests reports into bookkeeping, workers never touch the
+database. Measurements come from the kernel, not from sampling, so they cost nothing while the job runs:
+
+- CPU user/sys and peak RSS of the whole process tree from ``wait4`` (Linux folds every reaped
+  descendant into its parent's usage);
+- read/write bytes from ``/proc/<pid>/io`` read while the finished child is still a zombie
+  (``waitid(WNOWAIT)``): the kernel has by then added the I/O of its reaped descendants to it;
+- exit code or signal from the wait status; the last lines of stdout and stderr from their log files.
+
+An optional time series (prmon-like: RSS, CPU, I/O and process count of the tree every N seconds) is
+sampled with psutil. Descendants that daemonise and are never reaped are not counted (as with prmon).
+
+Two ways in: :class:`Profiler` for a driver that runs many children (the local executor), and
+``python -m instrumentation.profiler --report R --stdout O --stderr E -- CMD…`` for batch systems
+(HTCondor, Pegasus), which exits with the job's own exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drp.atomic import write_json_atomic
+
+REPORT_SCHEMA = "satdrp.job_report"
+REPORT_VERSION = 1
+TAIL_LINES = 20
+TAIL_BYTES = 8192
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resources used by a finished process tree."""
+
+    cpu_user: float
+    cpu_sys: float
+    peak_rss_bytes: int
+    read_bytes: int  # bytes the tree caused to be fetched from storage (page-cache misses)
+    write_bytes: int  # bytes the tree caused to be sent to storage
+    rchar: int  # bytes passed to read()-like calls, cached or not
+    wchar: int  # bytes passed to write()-like calls
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # seconds since start
+    rss_bytes: int
+    cpu_user: float
+    cpu_sys: float
+    rchar: int
+    wchar: int
+    nprocs: int
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """Version 1 of the job report; fields are only ever added (readers ignore unknown keys)."""
+
+    job: str
+    step: str
+    data_id: dict[str, Any]
+    attempt: int
+    command: list[str]
+    host: str
+    started_at: float
+    ended_at: float
+    wall_seconds: float
+    exit_code: int | None
+    signal: int | None
+    usage: Usage
+    stdout_path: str
+    stderr_path: str
+    stdout_tail: str
+    stderr_tail: str
+    will_retry: bool = False
+    missing_outputs: list[str] = field(default_factory=list)
+    timeseries: list[Sample] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        """Exit 0 *and* every expected output present: a job that says it worked must show it."""
+        return self.exit_code == 0 and not self.missing_outputs
+
+    @property
+    def error(self) -> str | None:
+        """One line for an operator: why the attempt failed, or None."""
+        if self.succeeded:
+            return None
+        if self.exit_code == 0:
+            return f"exit 0 but outputs missing: {', '.join(self.missing_outputs)}"
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by {name}"
+        lines = [ln for ln in self.stderr_tail.splitlines() if ln.strip()]
+        return f"exit {self.exit_code}: {lines[-1].strip()}" if lines else f"exit {self.exit_code}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["schema"], out["version"] = REPORT_SCHEMA, REPORT_VERSION
+        out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "job report") -> JobReport:
+        if d.get("schema") != REPORT_SCHEMA or not isinstance(d.get("version"), int):
+            raise ValueError(f"{source}: not a satdrp job report")
+        if d["version"] > REPORT_VERSION:
+            raise ValueError(f"{source}: report version {d['version']} is newer than this satdrp")
+        names = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["usage"] = Usage(**d["usage"])
+        kw["timeseries"] = [Sample(**s) for s in d.get("timeseries", [])]
+        return cls(**kw)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+def read_report(path: Path) -> JobReport:
+    try:
+        return JobReport.from_dict(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: unreadable job report ({err})") from err
+
+
+def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
+    """The last ``lines`` lines of a log file (at most ``max_bytes`` read), '' if absent."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def claim_attempt(report_dir: Path, job: str) -> tuple[int, Path, Path, Path]:
+    """Take the next attempt number of ``job`` in ``report_dir`` (race-free: O_EXCL on its log);
+    returns (number, report path, stdout path, stderr path), the names of :meth:`Layout.job_log`."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        out = report_dir / f"{job}.{n}.out"
+        try:
+            os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            n += 1
+            continue
+        return n, report_dir / f"{job}.{n}.json", out, report_dir / f"{job}.{n}.err"
+
+
+def _proc_io(pid: int) -> dict[str, int]:
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
+    except (OSError, ValueError):
+        return {}
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL this child if the profiler dies, so a killed executor leaves no orphans."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+Target = Sequence[str] | Callable[[], int]
+
+
+def spawn(target: Target, stdout: Path, stderr: Path, *, cwd: Path | None = None) -> int:
+    """Fork a child in its own process group with stdout/stderr going to files; return its pid.
+
+    ``target`` is an argv to exec, or a function whose return value is the exit code (the local
+    executor's pre-loaded mode: the child inherits imported libraries instead of paying for them).
+    Signals blocked by the parent are unblocked in the child.
+    """
+    stdout.parent.mkdir(parents=True, exist_ok=True)
+    stderr.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            _set_parent_death_signal()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            for fd in (null, out, err):
+                os.close(fd)
+            if cwd is not None:
+                os.chdir(cwd)
+            if callable(target):
+                code = int(target())
+            else:
+                os.execvp(target[0], list(target))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 127 if not callable(target) else 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(out)
+    os.close(err)
+    return pid
+
+
+def reap(pid: int, *, block: bool = True) -> tuple[int, Usage] | None:
+    """Collect a finished child: (wait status, usage of its tree), or None if it is still running."""
+    flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    try:
+        info = os.waitid(os.P_PID, pid, flags)
+    except ChildProcessError:
+        info = None
+    if info is None:
+        return None
+    io = _proc_io(pid)  # still a zombie: its I/O, including its reaped descendants', is readable
+    _, status, ru = os.wait4(pid, 0)
+    return status, Usage(
+        cpu_user=ru.ru_utime,
+        cpu_sys=ru.ru_stime,
+        peak_rss_bytes=ru.ru_maxrss * 1024,
+        read_bytes=io.get("read_bytes", 0),
+        write_bytes=io.get("write_bytes", 0),
+        rchar=io.get("rchar", 0),
+        wchar=io.get("wchar", 0),
+    )
+
+
+def sample_tree(pid: int, since: float) -> Sample | None:
+    """One time-series point for a running process tree (psutil), or None if it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    rss = user = sys_ = 0.0
+    rchar = wchar = 0
+    for p in procs:
+        try:
+            with p.oneshot():
+                rss += p.memory_info().rss
+                cpu = p.cpu_times()
+                user += cpu.user + cpu.children_user
+                sys_ += cpu.system + cpu.children_system
+                io = p.io_counters()
+                rchar += io.read_chars
+                wchar += io.write_chars
+        except psutil.Error:
+            continue
+    return Sample(round(time.time() - since, 3), int(rss), user, sys_, rchar, wchar, len(procs))
+
+
+def exit_fields(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) from a wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
+@dataclass
+class Running:
+    """A job started by :class:`Profiler`, until it is reaped."""
+
+    pid: int
+    job: str
+    step: str
+    data_id: dict[str, Any]
+    attempt: int
+    command: list[str]
+    stdout: Path
+    stderr: Path
+    started_at: float
+    series: list[Sample] = field(default_factory=list)
+
+
+class Profiler:
+    """Starts profiled children and turns each finished one into a :class:`JobReport`."""
+
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host or socket.gethostname()
+
+    def start(
+        self,
+        target: Target,
+        *,
+        job: str,
+        step: str,
+        data_id: dict[str, Any],
+        attempt: int,
+        command: Sequence[str],
+        stdout: Path,
+        stderr: Path,
+    ) -> Running:
+        started = time.time()
+        pid = spawn(target, stdout, stderr)
+        return Running(pid, job, step, data_id, attempt, list(command), stdout, stderr, started)
+
+    def sample(self, run: Running) -> None:
+        point = sample_tree(run.pid, run.started_at)
+        if point is not None:
+            run.series.append(point)
+
+    def finish(
+        self,
+        run: Running,
+        status: int,
+        usage: Usage,
+        *,
+        will_retry: bool = False,
+        missing_outputs: Sequence[str] = (),
+    ) -> JobReport:
+        ended = time.time()
+        code, sig = exit_fields(status)
+        return JobReport(
+            job=run.job,
+            step=run.step,
+            data_id=run.data_id,
+            attempt=run.attempt,
+            command=run.command,
+            host=self.host,
+            started_at=run.started_at,
+            ended_at=ended,
+            wall_seconds=round(ended - run.started_at, 6),
+            exit_code=code,
+            signal=sig,
+            usage=usage,
+            stdout_path=str(run.stdout),
+            stderr_path=str(run.stderr),
+            stdout_tail=tail(run.stdout),
+            stderr_tail=tail(run.stderr),
+            will_retry=will_retry,
+            missing_outputs=list(missing_outputs),
+            timeseries=list(run.series),
+        )
+
+
+def profile_command(
+    argv: Sequence[str],
+    report: Path,
+    stdout: Path,
+    stderr: Path,
+    *,
+    job: str = "",
+    step: str = "",
+    data_id: dict[str, Any] | None = None,
+    attempt: int = 1,
+    interval: float = 0.0,
+) -> JobReport:
+    """Run one command to completion under the profiler and write its report atomically."""
+    prof = Profiler()
+    run = prof.start(
+        argv,
+        job=job or Path(argv[0]).name,
+        step=step,
+        data_id=data_id or {},
+        attempt=attempt,
+        command=argv,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+    # Forward termination requests to the job's process group, as a batch system expects.
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(run.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            done = reap(run.pid, block=interval <= 0)
+            if done is not None:
+                break
+            prof.sample(run)
+            time.sleep(interval)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    result = prof.finish(run, *done)
+    result.write(report)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m instrumentation.profiler",
+        description="Run a job command under the satdrp profiler and write its job report (JSON).",
+    )
+    parser.add_argument("--report", type=Path, help="where to write the job report")
+    parser.add_argument("--stdout", type=Path, help="file for the job's stdout")
+    parser.add_argument("--stderr", type=Path, help="file for the job's stderr")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        help="instead of the three above: JOB.N.json/.out/.err here, N the next free attempt number",
+    )
+    parser.add_argument("--job", default="", help="job name recorded in the report")
+    parser.add_argument("--step", default="")
+    parser.add_argument("--data-id", default="{}", help="data id (JSON) recorded in the report")
+    parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.0, help="time-series period in s (0: off)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and arguments")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given (put it after --)")
+    attempt = args.attempt
+    if args.report_dir is not None:
+        if not args.job:
+            parser.error("--report-dir needs --job")
+        attempt, args.report, args.stdout, args.stderr = claim_attempt(args.report_dir, args.job)
+    elif None in (args.report, args.stdout, args.stderr):
+        parser.error("give --report, --stdout and --stderr, or --report-dir")
+    report = profile_command(
+        command,
+        args.report,
+        args.stdout,
+        args.stderr,
+        job=args.job,
+        step=args.step,
+        data_id=json.loads(args.data_id),
+        attempt=attempt,
+        interval=args.interval,
+    )
+    if report.signal is not None:
+        return 128 + report.signal
+    return report.exit_code if report.exit_code is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
