@@ -177,6 +177,30 @@ class Rule(Base):
     updated_at: Mapped[float] = mapped_column(Double)
 
 
+class SplitPlan(Base):
+    """One version of a campaign's split: shares and overlap in force; a new version per re-plan."""
+
+    __tablename__ = "split_plans"
+    __table_args__ = (UniqueConstraint("campaign_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    shares: Mapped[str] = mapped_column(Text)  # JSON {site: share}
+    overlap: Mapped[str] = mapped_column(Text)  # JSON [tract, ...]
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Assignment(Base):
+    """A processing assignment: this site processes this tract under this plan (overlap: every site)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (Index(None, "plan_id", "site_id"),)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("split_plans.id", ondelete="CASCADE"), primary_key=True)
+    tract: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    overlap: Mapped[bool] = mapped_column(default=False)
+
+
 class Transfer(Base):
     __tablename__ = "transfers"
     __table_args__ = (

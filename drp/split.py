@@ -92,3 +92,32 @@ def plan_split(
             assignment[t] = s
             load[s] += 1
     return SplitPlan(dict(sorted(assignment.items())), overlap_set, tuple(shares))
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A replication rule of the plan: keep ``copies`` of ``dataset`` on sites matching ``expression``."""
+
+    dataset: str
+    expression: str
+    copies: int
+    tract: int
+
+
+def tract_dataset(tract: int) -> str:
+    """Name (in the release's scope) of the dataset holding a tract's processing inputs."""
+    return f"inputs.tract{tract:04d}"
+
+
+def site_expression(sites: Iterable[str]) -> str:
+    """A Rucio RSE expression selecting exactly these sites, e.g. ``site=in2p3|site=ncsa``."""
+    return "|".join(f"site={s}" for s in sorted(sites))
+
+
+def replication_rules(plan: SplitPlan) -> list[RuleSpec]:
+    """The plan as rules: each tract's inputs go to the site(s) that process it (all, for overlap)."""
+    rules = []
+    for tract in sorted(set(plan.assignment) | plan.overlap):
+        sites = plan.sites if tract in plan.overlap else (plan.assignment[tract],)
+        rules.append(RuleSpec(tract_dataset(tract), site_expression(sites), len(sites), tract))
+    return rules
