@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
+from bookkeeping.states import JobState
 from drp import __version__
-from drp.errors import EXIT_FAILED, EXIT_SCHEMA, DrpError, SchemaOutOfDateError
+from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_SCHEMA, DrpError, SchemaOutOfDateError
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failed, 2 usage or configuration error,
@@ -93,6 +94,30 @@ def _database(ctx: click.Context) -> Any:
     from bookkeeping.database import Database
 
     return Database.from_env(ctx.obj["db_url"])
+
+
+_campaign_opt = click.option("--campaign", required=True, help="Campaign name.")
+_sites_opt = click.option(
+    "--sites",
+    "sites_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Site catalogue (default ./sites.toml or env DRP_SITES).",
+)
+_workdir_opt = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DRP_WORKDIR",
+    default=Path("drp-work"),
+    show_default=True,
+    help="Where workflows and back-end files are written (env DRP_WORKDIR).",
+)
+
+
+def _checked_db(ctx: click.Context) -> Any:
+    database = _database(ctx)
+    database.check_schema()
+    return database
 
 
 # --- db ----------------------------------------------------------------------------------------
@@ -176,6 +201,24 @@ def sites_list(sites_path: Path | None, as_json: bool) -> None:
         ["name", "role", "share", "storage", "compute"],
         [[s.name, s.role.value, f"{s.share:.2f}", s.storage, s.compute.backend] for s in catalogue.sites],
     )
+
+
+@sites.command("sync")
+@_sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def sites_sync(ctx: click.Context, sites_path: Path | None, as_json: bool) -> None:
+    """Record the catalogue's sites in bookkeeping (insert or update; safe to repeat)."""
+    from bookkeeping.bulk import upsert_sites
+    from sites.catalogue import load_catalogue
+
+    catalogue = load_catalogue(sites_path)
+    with _checked_db(ctx).session() as session:
+        ids = upsert_sites(session, [s.to_row() for s in catalogue.sites])
+    if as_json:
+        _emit_json(ids)
+    else:
+        click.echo(f"{len(ids)} sites in bookkeeping: {', '.join(sorted(ids))}")
 
 
 # --- release ------------------------------------------------------------------------------------
@@ -269,54 +312,464 @@ def release_validate(root: Path, release_name: str | None, min_snr: float, as_js
     )
 
 
-# --- job ---------------------------------------------------------------------------------------
-@cli.group(cls=DrpGroup)
-def job() -> None:
-    """Pipeline jobs: what every compute back-end runs."""
-
-
+# --- jobs --------------------------------------------------------------------------------------
 _STEP = click.Choice(["calibrate", "warp", "coadd", "measure", "merge"])
 
 
-@job.command("run")
-@click.argument("step", type=_STEP)
-@click.option("--data-id", "data_id", required=True, metavar="JSON", help="e.g. '{\"visit\": 1000}'.")
+@cli.group(cls=DrpGroup)
+def jobs() -> None:
+    """Pipeline jobs: run one (what every back-end runs), list them, show their profiles and logs."""
+
+
+@jobs.command("run")
+@click.argument("step", type=_STEP, required=False)
+@click.option("--data-id", "data_id", metavar="JSON", help="With STEP, e.g. '{\"visit\": 1000}'.")
+@click.option("--job", "job_name", metavar="NAME", help="Instead of STEP and --data-id: a job name.")
 @_site_root
 @_release_name
 @click.option("--json", "as_json", is_flag=True, help="Print the job result as JSON.")
-def job_run(step: str, data_id: str, root: Path, release_name: str | None, as_json: bool) -> None:
+def jobs_run(
+    step: str | None,
+    data_id: str | None,
+    job_name: str | None,
+    root: Path,
+    release_name: str | None,
+    as_json: bool,
+) -> None:
     """Run one pipeline job. Exit 0 on success; 2 with one line naming the file on bad input."""
-    from drp.pipeline.jobs import ReleaseContext, parse_data_id, run_job
+    from drp.pipeline.jobs import Job, ReleaseContext, parse_data_id, run_job
 
+    if (job_name is None) == (step is None or data_id is None):
+        raise click.UsageError("give either STEP with --data-id, or --job NAME")
+    job = Job.from_name(job_name) if job_name else Job(str(step), parse_data_id(str(data_id)))
     ctx = ReleaseContext.discover(root, release_name)
-    result = run_job(ctx, ctx.check(step, parse_data_id(data_id)))
+    result = run_job(ctx, ctx.check(job.step, job.data_id))
     if as_json:
         _emit_json(result.to_dict())
     else:
         click.echo(
-            f"{step} {json.dumps(result.data_id)}: done in {result.seconds:.2f} s "
+            f"{job.step} {json.dumps(result.data_id)}: done in {result.seconds:.2f} s "
             f"-> {', '.join(result.outputs)}"
         )
 
 
-@job.command("list")
+@jobs.command("ls")
+@_campaign_opt
+@click.option("--site", default=None, help="Only this site.")
+@click.option("--step", type=_STEP, default=None, help="Only this step.")
+@click.option("--state", type=click.Choice([s.name.lower() for s in JobState]), default=None)
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def jobs_ls(
+    ctx: click.Context,
+    campaign: str,
+    site: str | None,
+    step: str | None,
+    state: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List a campaign's jobs from bookkeeping with state and attempts."""
+    from bookkeeping.jobqueries import list_jobs
+
+    with _checked_db(ctx).session() as session:
+        rows = list_jobs(
+            session,
+            campaign,
+            site=site,
+            step=step,
+            state=JobState[state.upper()] if state else None,
+            limit=limit,
+        )
+    if as_json:
+        _emit_json([asdict(r) for r in rows])
+        return
+    _table(
+        None,
+        ["job", "site", "state", "attempts", "memory MB"],
+        [[r.name, r.site, r.state.lower(), r.attempts, r.request_memory_mb or ""] for r in rows],
+    )
+
+
+@jobs.command("show")
+@_campaign_opt
+@click.argument("name")
+@click.option("--site", default=None, help="Only this site.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def jobs_show(ctx: click.Context, campaign: str, name: str, site: str | None, as_json: bool) -> None:
+    """One job and every attempt: exit status, CPU, memory, I/O, host, error."""
+    from bookkeeping.jobqueries import job_detail
+
+    with _checked_db(ctx).session() as session:
+        details = job_detail(session, campaign, name, site=site)
+    if as_json:
+        _emit_json([d.to_dict() for d in details])
+        return
+    for d in details:
+        j = d.job
+        click.echo(f"{j.name} at {j.site}: {j.state.lower()}, {j.attempts} attempt(s), data id {j.data_id}")
+        _table(
+            None,
+            [
+                "#",
+                "exit",
+                "wall s",
+                "user s",
+                "sys s",
+                "peak RSS MiB",
+                "read MiB",
+                "write MiB",
+                "host",
+                "error",
+            ],
+            [
+                [
+                    a.number,
+                    a.exit_code if a.signal is None else f"sig {a.signal}",
+                    _num(a.wall_seconds, ".2f"),
+                    _num(a.cpu_user, ".2f"),
+                    _num(a.cpu_sys, ".2f"),
+                    _num(a.peak_rss and a.peak_rss / 2**20, ".1f"),
+                    _num(a.read_bytes and a.read_bytes / 2**20, ".1f"),
+                    _num(a.write_bytes and a.write_bytes / 2**20, ".1f"),
+                    a.host or "",
+                    a.error or "",
+                ]
+                for a in d.attempts
+            ],
+        )
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+@jobs.command("profile")
+@_campaign_opt
+@click.option("--site", default=None, help="Only this site.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def jobs_profile(ctx: click.Context, campaign: str, site: str | None, as_json: bool) -> None:
+    """Resource use per site and step: wall time, CPU, efficiency, peak memory, I/O."""
+    from bookkeeping.jobqueries import step_profiles
+
+    with _checked_db(ctx).session() as session:
+        rows = step_profiles(session, campaign, site=site)
+    if as_json:
+        _emit_json([asdict(r) for r in rows])
+        return
+    _table(
+        f"campaign {campaign}: attempts by site and step",
+        [
+            "site",
+            "step",
+            "attempts",
+            "failed",
+            "wall mean s",
+            "wall max s",
+            "CPU s",
+            "CPU/wall",
+            "peak RSS max MiB",
+            "read MiB",
+            "write MiB",
+        ],
+        [
+            [
+                r.site,
+                r.step,
+                r.attempts,
+                r.failed,
+                f"{r.wall_mean_s:.2f}",
+                f"{r.wall_max_s:.2f}",
+                f"{r.cpu_s:.1f}",
+                f"{r.cpu_efficiency:.2f}",
+                f"{r.peak_rss_max / 2**20:.0f}",
+                f"{r.read_bytes / 2**20:.1f}",
+                f"{r.write_bytes / 2**20:.1f}",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@jobs.command("logs")
+@_campaign_opt
+@click.argument("name")
+@click.option("--site", default=None, help="Site (needed when the job runs at several).")
+@click.option("--attempt", type=int, default=None, help="Attempt number (default: the latest).")
+@click.option("--stream", type=click.Choice(["stderr", "stdout", "both"]), default="both", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (paths and contents).")
+@click.pass_context
+def jobs_logs(
+    ctx: click.Context,
+    campaign: str,
+    name: str,
+    site: str | None,
+    attempt: int | None,
+    stream: str,
+    as_json: bool,
+) -> None:
+    """Print the stdout/stderr of a job's attempt (from the paths in its job report)."""
+    from bookkeeping.jobqueries import job_detail
+    from instrumentation.profiler import read_report
+
+    with _checked_db(ctx).session() as session:
+        details = job_detail(session, campaign, name, site=site)
+    if len(details) > 1:
+        raise click.UsageError(f"{name} runs at {', '.join(d.job.site for d in details)}: pass --site")
+    attempts = details[0].attempts
+    chosen = [a for a in attempts if attempt is None or a.number == attempt]
+    if not chosen or chosen[-1].report_path is None:
+        raise click.UsageError(f"{name}: no recorded attempt {attempt or ''}".rstrip())
+    report = read_report(Path(str(chosen[-1].report_path)))
+    out: dict[str, Any] = {"job": name, "attempt": report.attempt}
+    for which, path in (("stdout", report.stdout_path), ("stderr", report.stderr_path)):
+        if stream in (which, "both"):
+            try:
+                text = Path(path).read_text(errors="replace")
+            except OSError as err:
+                text = f"(log not readable: {err.strerror}; tail from the report follows)\n" + getattr(
+                    report, f"{which}_tail"
+                )
+            out[which] = {"path": path, "text": text}
+    if as_json:
+        _emit_json(out)
+        return
+    for which in ("stdout", "stderr"):
+        if which in out:
+            click.echo(f"==> {out[which]['path']} <==")
+            click.echo(out[which]["text"].rstrip("\n"))
+
+
+# --- plan ---------------------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def plan() -> None:
+    """Split a release between sites: processing assignments and replication rules."""
+
+
+@plan.command("create")
+@_campaign_opt
+@click.option("--release", "release_name", required=True, help="Release name (under the lead's root).")
+@_sites_opt
+@click.option("--overlap", "overlap", type=int, multiple=True, help="Overlap tract, processed everywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored plan as JSON.")
+@click.pass_context
+def plan_create(
+    ctx: click.Context,
+    campaign: str,
+    release_name: str,
+    sites_path: Path | None,
+    overlap: tuple[int, ...],
+    as_json: bool,
+) -> None:
+    """Split the release by the catalogue's shares (a new version moves only what must move)."""
+    from drp.processing import plan_campaign
+    from sites.catalogue import load_catalogue
+
+    stored = plan_campaign(_checked_db(ctx), campaign, release_name, load_catalogue(sites_path), overlap)
+    _print_plan(stored, as_json)
+
+
+@plan.command("show")
+@_campaign_opt
+@click.option("--version", type=int, default=None, help="Plan version (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def plan_show(ctx: click.Context, campaign: str, version: int | None, as_json: bool) -> None:
+    """Which site processes which tract, and the replication rules that feed them."""
+    from bookkeeping.plans import load_plan
+
+    with _checked_db(ctx).session() as session:
+        stored = load_plan(session, campaign, version)
+    if stored is None:
+        raise click.UsageError(f"campaign {campaign!r} has no split plan yet (run `drp plan create`)")
+    _print_plan(stored, as_json)
+
+
+def _print_plan(stored: Any, as_json: bool) -> None:
+    p = stored.plan
+    per_site = {s: sorted(p.tracts_of(s)) for s in p.sites}
+    if as_json:
+        _emit_json(
+            {
+                "campaign": stored.campaign,
+                "version": stored.version,
+                "shares": stored.shares,
+                "overlap": sorted(p.overlap),
+                "assignment": {str(t): s for t, s in p.assignment.items()},
+                "site_tracts": per_site,
+                "rules": [
+                    {"dataset": d, "expression": e, "copies": c, "state": st.lower()}
+                    for d, e, c, st in stored.rules
+                ],
+            }
+        )
+        return
+    n = len(p.assignment)
+    _table(
+        f"campaign {stored.campaign}: split plan v{stored.version} ({n} tracts + {len(p.overlap)} overlap)",
+        ["site", "share", "own tracts", "with overlap", "tracts"],
+        [
+            [
+                s,
+                f"{stored.shares[s]:.2f}",
+                sum(1 for v in p.assignment.values() if v == s),
+                len(ts),
+                _ranges(ts),
+            ]
+            for s, ts in per_site.items()
+        ],
+    )
+    _table(
+        "replication rules",
+        ["dataset", "expression", "copies", "state"],
+        [[d, e, c, st.lower()] for d, e, c, st in stored.rules],
+    )
+
+
+def _ranges(values: list[int]) -> str:
+    """1,2,3,7 -> '1-3,7' (tract lists can be long)."""
+    out: list[str] = []
+    for v in values:
+        if out and "-" not in out[-1].split(",")[-1] and int(out[-1].split(",")[-1]) == v - 1:
+            out[-1] += f"-{v}"
+        elif out and "-" in out[-1] and int(out[-1].rsplit("-", 1)[1]) == v - 1:
+            out[-1] = out[-1].rsplit("-", 1)[0] + f"-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out)
+
+
+# --- workflow -----------------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def workflow() -> None:
+    """A site's share of the release as a DAG, run by the site's compute back-end."""
+
+
+@workflow.command("list")
 @_site_root
 @_release_name
 @click.option("--step", type=_STEP, default=None, help="Only this step.")
 @click.option("--tract", "tracts", type=int, multiple=True, help="Only jobs for these tracts (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (streamable).")
-def job_list(
+def workflow_list(
     root: Path, release_name: str | None, step: str | None, tracts: tuple[int, ...], as_json: bool
 ) -> None:
-    """List the release's jobs in a valid execution order."""
-    from drp.pipeline.jobs import STEPS, ReleaseContext
+    """List the release's jobs in a valid execution order, with their parents."""
+    from drp.pipeline.jobs import ReleaseContext
+    from drp.workflow import build
 
     ctx = ReleaseContext.discover(root, release_name)
-    for j in ctx.jobs(set(tracts) or None, (step,) if step else tuple(STEPS)):
+    for node in build(ctx, set(tracts) or None):
+        if step and node.step != step:
+            continue
         if as_json:
-            click.echo(json.dumps({"name": j.name, "step": j.step, "data_id": j.data_id}, sort_keys=True))
+            click.echo(node.to_json())
         else:
-            click.echo(f"{j.name}\t{j.data_id_json()}")
+            click.echo(f"{node.name}\t{json.dumps(node.data_id, sort_keys=True)}\t{','.join(node.parents)}")
+
+
+@workflow.command("run")
+@_campaign_opt
+@click.option("--site", "site_name", required=True, help="Site whose share to run.")
+@_sites_opt
+@_workdir_opt
+@click.option("--detach", is_flag=True, help="Submit and return (local: a background executor).")
+@click.option("--restart", is_flag=True, help="Re-run what did not succeed (after a failure or cancel).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def workflow_run(
+    ctx: click.Context,
+    campaign: str,
+    site_name: str,
+    sites_path: Path | None,
+    workdir: Path,
+    detach: bool,
+    restart: bool,
+    as_json: bool,
+) -> None:
+    """Build the site's DAG from the split plan, run it on the site's back-end, ingest job reports.
+
+    Exit 0 when every job succeeded, 3 while running (--detach), 1 if jobs failed or it was cancelled.
+    """
+    from drp import processing
+    from sites.catalogue import load_catalogue
+
+    site = load_catalogue(sites_path).get(site_name)
+    report, ingested = processing.run(
+        _checked_db(ctx),
+        campaign,
+        site,
+        processing.site_root(site),
+        workdir,
+        wait=not detach,
+        restart=restart,
+    )
+    _print_run(report, ingested, as_json)
+
+
+@workflow.command("status")
+@_campaign_opt
+@click.option("--site", "site_name", required=True)
+@_sites_opt
+@_workdir_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def workflow_status(
+    ctx: click.Context, campaign: str, site_name: str, sites_path: Path | None, workdir: Path, as_json: bool
+) -> None:
+    """The back-end's view of the site's run (reports ingested first). Exit codes as for `run`."""
+    from drp import processing
+    from sites.catalogue import load_catalogue
+
+    site = load_catalogue(sites_path).get(site_name)
+    report, ingested = processing.status(_checked_db(ctx), campaign, site, workdir)
+    _print_run(report, ingested, as_json)
+
+
+@workflow.command("cancel")
+@_campaign_opt
+@click.option("--site", "site_name", required=True)
+@_sites_opt
+@_workdir_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workflow_cancel(
+    campaign: str, site_name: str, sites_path: Path | None, workdir: Path, as_json: bool
+) -> None:
+    """Stop the site's run; finished jobs stay finished, `run --restart` resumes."""
+    from drp import processing
+    from sites.catalogue import load_catalogue
+
+    report = processing.cancel(campaign, load_catalogue(sites_path).get(site_name), workdir)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        click.echo(f"{report.backend}: {report.state.value} {report.message}".rstrip())
+
+
+def _print_run(report: Any, ingested: Any, as_json: bool) -> None:
+    from sites.compute import RunState
+
+    if as_json:
+        _emit_json({"run": report.to_dict(), "ingested": ingested.to_dict()})
+    else:
+        rows = [[step, st, n] for step, c in report.counts.items() for st, n in c.items()]
+        _table(
+            f"{report.backend} run {report.run_id or '-'}: {report.state.value}",
+            ["step", "state", "jobs"],
+            rows,
+        )
+        if report.message:
+            click.echo(report.message)
+        click.echo(f"ingested {ingested.attempts} new attempt(s)")
+        for path in ingested.unreadable:
+            click.echo(f"drp: warning: unreadable job report {path}", err=True)
+    if report.state is RunState.RUNNING:
+        sys.exit(EXIT_IN_PROGRESS)
+    if report.state is not RunState.SUCCEEDED:
+        sys.exit(EXIT_FAILED)
 
 
 # --- campaign ----------------------------------------------------------------------------------

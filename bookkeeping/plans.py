@@ -141,4 +141,3 @@ def site_tracts(session: Session, campaign: str, site: str) -> list[int]:
     if site not in stored.plan.sites:
         raise NotFoundError(f"site {site!r} has no share in campaign {campaign!r}")
     return sorted(stored.plan.tracts_of(site))
-

@@ -1,0 +1,208 @@
+"""Per-job questions (`drp jobs ls|show|profile|logs`): these read ``jobs`` and ``attempts`` directly,
+through the (campaign, site, step, data_id) unique index and the attempts' (job_id, number) index,
+and always with a limit or an aggregate, never returning a whole table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from drp.errors import NotFoundError
+from drp.pipeline.jobs import Job as PipelineJob
+
+from .bulk import data_id_key
+from .models import Attempt, Campaign, Job, Site
+from .states import JobState
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    site: str
+    step: str
+    data_id: dict[str, Any]
+    state: str
+    attempts: int
+    request_memory_mb: int | None
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    number: int
+    exit_code: int | None
+    signal: int | None
+    started_at: float | None
+    wall_seconds: float | None
+    cpu_user: float | None
+    cpu_sys: float | None
+    peak_rss: int | None
+    read_bytes: int | None
+    write_bytes: int | None
+    host: str | None
+    error: str | None
+    report_path: str | None
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    job: JobInfo
+    attempts: list[AttemptInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    """Resource use of a step's attempts at a site (what operators size batch requests from)."""
+
+    site: str
+    step: str
+    attempts: int
+    failed: int
+    wall_mean_s: float
+    wall_max_s: float
+    cpu_s: float
+    cpu_efficiency: float  # CPU seconds / wall seconds
+    peak_rss_max: int
+    peak_rss_mean: int
+    read_bytes: int
+    write_bytes: int
+
+
+def _campaign_id(session: Session, campaign: str) -> int:
+    cid = session.scalar(select(Campaign.id).where(Campaign.name == campaign))
+    if cid is None:
+        raise NotFoundError(f"no campaign named {campaign!r}")
+    return int(cid)
+
+
+def _info(job: Job, site: str) -> JobInfo:
+    data_id = json.loads(job.data_id)
+    return JobInfo(
+        PipelineJob(job.step, data_id).name,
+        site,
+        job.step,
+        data_id,
+        job.state.name,
+        job.n_attempts,
+        job.request_memory_mb,
+    )
+
+
+def list_jobs(
+    session: Session,
+    campaign: str,
+    *,
+    site: str | None = None,
+    step: str | None = None,
+    state: JobState | None = None,
+    limit: int = 1000,
+) -> list[JobInfo]:
+    q = (
+        select(Job, Site.name)
+        .join(Site, Site.id == Job.site_id)
+        .where(Job.campaign_id == _campaign_id(session, campaign))
+    )
+    if site:
+        q = q.where(Site.name == site)
+    if step:
+        q = q.where(Job.step == step)
+    if state is not None:
+        q = q.where(Job.state == state)
+    return [_info(j, s) for j, s in session.execute(q.order_by(Job.id).limit(limit)).tuples()]
+
+
+def job_detail(session: Session, campaign: str, name: str, *, site: str | None = None) -> list[JobDetail]:
+    """A job and all its attempts, at every site that runs it (or one), by its name."""
+    job = PipelineJob.from_name(name)
+    q = (
+        select(Job, Site.name)
+        .join(Site, Site.id == Job.site_id)
+        .where(
+            Job.campaign_id == _campaign_id(session, campaign),
+            Job.step == job.step,
+            Job.data_id == data_id_key(job.data_id),
+        )
+    )
+    if site:
+        q = q.where(Site.name == site)
+    out = []
+    for row, site_name in session.execute(q.order_by(Site.name)).tuples():
+        attempts = [
+            AttemptInfo(
+                a.number,
+                a.exit_code,
+                a.signal,
+                a.started_at,
+                None if a.started_at is None or a.ended_at is None else round(a.ended_at - a.started_at, 3),
+                a.cpu_user,
+                a.cpu_sys,
+                a.peak_rss,
+                a.read_bytes,
+                a.write_bytes,
+                a.host,
+                a.stderr_tail,
+                a.report_path,
+            )
+            for a in session.scalars(select(Attempt).where(Attempt.job_id == row.id).order_by(Attempt.number))
+        ]
+        out.append(JobDetail(_info(row, site_name), attempts))
+    if not out:
+        raise NotFoundError(
+            f"no job {name!r} in campaign {campaign!r}" + (f" at site {site!r}" if site else "")
+        )
+    return out
+
+
+def step_profiles(session: Session, campaign: str, *, site: str | None = None) -> list[StepProfile]:
+    wall = Attempt.ended_at - Attempt.started_at
+    cpu = func.coalesce(Attempt.cpu_user, 0) + func.coalesce(Attempt.cpu_sys, 0)
+    failed = func.sum(case((func.coalesce(Attempt.exit_code, -1) != 0, 1), else_=0))
+    q = (
+        select(
+            Site.name,
+            Job.step,
+            func.count(),
+            failed,
+            func.avg(wall),
+            func.max(wall),
+            func.sum(cpu),
+            func.sum(wall),
+            func.max(Attempt.peak_rss),
+            func.avg(Attempt.peak_rss),
+            func.sum(Attempt.read_bytes),
+            func.sum(Attempt.write_bytes),
+        )
+        .select_from(Attempt)
+        .join(Job, Job.id == Attempt.job_id)
+        .join(Site, Site.id == Job.site_id)
+        .where(Job.campaign_id == _campaign_id(session, campaign))
+        .group_by(Site.name, Job.step)
+    )
+    if site:
+        q = q.where(Site.name == site)
+    out = []
+    for s, step, n, nfail, wmean, wmax, cpu_s, wall_s, rmax, rmean, rb, wb in session.execute(q).tuples():
+        out.append(
+            StepProfile(
+                s,
+                step,
+                int(n),
+                int(nfail or 0),
+                float(wmean or 0),
+                float(wmax or 0),
+                float(cpu_s or 0),
+                float(cpu_s or 0) / float(wall_s) if wall_s else 0.0,
+                int(rmax or 0),
+                int(rmean or 0),
+                int(rb or 0),
+                int(wb or 0),
+            )
+        )
+    order = {s: i for i, s in enumerate(("calibrate", "warp", "coadd", "measure", "merge"))}
+    return sorted(out, key=lambda p: (p.site, order.get(p.step, 99), p.step))
