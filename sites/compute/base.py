@@ -9,13 +9,11 @@ says where its run stands.
 
 from __future__ import annotations
 
-import os
 import sys
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -149,10 +147,6 @@ class ComputeBackend(ABC):
     def restart(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
         """Run what did not succeed, never re-running a succeeded job."""
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")
-
-
-def settings_path(spec: WorkflowSpec, backend: str) -> Path:
-    return spec.directory / backend
+    def memory_requests(self, spec: WorkflowSpec) -> dict[str, int]:
+        """Per-job memory requests (MB) that differ from the step default, for bookkeeping."""
+        return {}
