@@ -31,6 +31,7 @@ from bookkeeping.database import Database
 from bookkeeping.models import Campaign
 from bookkeeping.plans import StoredPlan, load_plan, site_tracts, store_plan
 from bookkeeping.states import JobState
+from drp.atomic import write_json_atomic
 from drp.errors import ConfigError, NotFoundError
 from drp.layout import Layout
 from drp.pipeline.jobs import STEPS, Job, ReleaseContext
@@ -101,6 +102,18 @@ def prepare(
             ),
             {"c": camp_id, "s": site_id},
         )
+    raised = {
+        Job(step, json.loads(data_id)).name: mb
+        for step, data_id, mb in session.execute(
+            text(
+                "SELECT step, data_id, request_memory_mb FROM jobs "
+                "WHERE campaign_id = :c AND site_id = :s AND request_memory_mb IS NOT NULL"
+            ),
+            {"c": camp_id, "s": site_id},
+        ).tuples()
+        if mb > backend.settings.memory_for(step)
+    }
+    write_json_atomic(spec.directory / "memory.json", raised)  # kept across restarts by every back-end
     log_event(
         session,
         "workflow.prepared",
@@ -233,7 +246,27 @@ def run(
     report = backend.restart(spec, wait=wait) if restart else backend.submit(spec, wait=wait)
     with db.session() as session:
         ingested = ingest(session, campaign, site.name, spec)
+        record_memory(session, campaign, site.name, backend.memory_requests(spec))
     return report, ingested
+
+
+def record_memory(session: Session, campaign: str, site: str, memory: dict[str, int]) -> int:
+    """Raise bookkeeping's memory requests to the back-end's (never lower them); returns jobs changed."""
+    if not memory:
+        return 0
+    camp_id, site_id = _ids(session, campaign, site)
+    changed = 0
+    for name, mb in memory.items():
+        job = Job.from_name(name)
+        res = session.execute(
+            text(
+                "UPDATE jobs SET request_memory_mb = :mb WHERE campaign_id = :c AND site_id = :s "
+                "AND step = :step AND data_id = :d AND (request_memory_mb IS NULL OR request_memory_mb < :mb)"
+            ),
+            {"mb": mb, "c": camp_id, "s": site_id, "step": job.step, "d": data_id_key(job.data_id)},
+        )
+        changed += res.rowcount  # type: ignore[attr-defined]
+    return changed
 
 
 def status(db: Database, campaign: str, site: SiteConfig, workdir: Path) -> tuple[RunReport, IngestResult]:
@@ -243,6 +276,7 @@ def status(db: Database, campaign: str, site: SiteConfig, workdir: Path) -> tupl
     report = backend.poll(spec)
     with db.session() as session:
         ingested = ingest(session, campaign, site.name, spec)
+        record_memory(session, campaign, site.name, backend.memory_requests(spec))
     return report, ingested
 
 
