@@ -256,6 +256,24 @@ def visit_corners(v: Visit, cfg: ReleaseConfig) -> tuple[NDArray[np.float64], ND
     return np.asarray(ra), np.asarray(dec)
 
 
+def manifest_visits(cfg: ReleaseConfig, skymap: SkyMap, visits: list[Visit]) -> list[dict[str, Any]]:
+    """The manifest's visit records: metadata plus the (tract, patch) pairs each visit overlaps."""
+    return [
+        {**v.to_dict(), "patches": [list(tp) for tp in skymap.patches_overlapping(*visit_corners(v, cfg))]}
+        for v in visits
+    ]
+
+
+def plan_manifest(cfg: ReleaseConfig) -> dict[str, Any]:
+    """The manifest a release *would* have, without rendering a pixel (for planning and tests)."""
+    skymap = SkyMap(cfg.skymap)
+    return {
+        "release": cfg.name,
+        "config": cfg.model_dump(mode="json"),
+        "visits": manifest_visits(cfg, skymap, plan_visits(cfg, skymap)),
+    }
+
+
 def generate_release(cfg: ReleaseConfig, root: Path, *, progress: ProgressFactory = no_progress) -> Path:
     """Write the release under ``root``; returns the manifest path. Existing files are replaced."""
     if set(cfg.bands) - set(BAND_OFFSETS):
@@ -278,13 +296,7 @@ def generate_release(cfg: ReleaseConfig, root: Path, *, progress: ProgressFactor
         "release": cfg.name,
         "software": f"satdrp {__version__}",
         "config": cfg.model_dump(mode="json"),
-        "visits": [
-            {
-                **v.to_dict(),
-                "patches": [list(tp) for tp in skymap.patches_overlapping(*visit_corners(v, cfg))],
-            }
-            for v in visits
-        ],
+        "visits": manifest_visits(cfg, skymap, visits),
         "truth_rows": truth.num_rows,
         "refcat_rows": refcat.num_rows,
     }

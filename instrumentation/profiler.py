@@ -126,9 +126,12 @@ class JobReport:
             raise ValueError(f"{source}: report version {d['version']} is newer than this satdrp")
         names = set(cls.__dataclass_fields__)
         kw = {k: v for k, v in d.items() if k in names}
-        kw["usage"] = Usage(**d["usage"])
-        kw["timeseries"] = [Sample(**s) for s in d.get("timeseries", [])]
-        return cls(**kw)
+        try:
+            kw["usage"] = Usage(**d["usage"])
+            kw["timeseries"] = [Sample(**s) for s in d.get("timeseries", [])]
+            return cls(**kw)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{source}: incomplete job report ({err})") from err
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, self.to_dict())
@@ -217,12 +220,19 @@ def spawn(target: Target, stdout: Path, stderr: Path, *, cwd: Path | None = None
             os.dup2(err, 2)
             for fd in (null, out, err):
                 os.close(fd)
+            # Python-level streams may have been replaced (pytest capture, a TUI): write to the fds.
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
             if cwd is not None:
                 os.chdir(cwd)
             if callable(target):
                 code = int(target())
             else:
-                os.execvp(target[0], list(target))
+                try:
+                    os.execvp(target[0], list(target))
+                except OSError as err:
+                    sys.stderr.write(f"profiler: cannot run {target[0]}: {err.strerror}\n")
+                    code = 127
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:

@@ -40,7 +40,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> ReleaseContext:
     jobs = list(ctx.jobs())
     first = jobs[0]
     res = CliRunner().invoke(
-        cli, ["job", "run", first.step, "--data-id", first.data_id_json(), "--root", str(root), "--json"]
+        cli, ["jobs", "run", first.step, "--data-id", first.data_id_json(), "--root", str(root), "--json"]
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["outputs"] == [str(p) for p in ctx.io(first)[1]]
@@ -228,16 +228,22 @@ def test_warp_of_a_patch_the_visit_misses_is_refused(done: ReleaseContext) -> No
 def test_cli_bad_input_is_one_line_exit_2(scratch: ReleaseContext) -> None:
     runner = CliRunner()
     root = str(scratch.root)
-    res = runner.invoke(cli, ["job", "run", "calibrate", "--data-id", '{"visit": 99999}', "--root", root])
+    res = runner.invoke(cli, ["jobs", "run", "calibrate", "--data-id", '{"visit": 99999}', "--root", root])
     assert res.exit_code == 2
     assert res.output.strip().splitlines() == ["drp: error: calibrate: visit 99999 is not in release tiny"]
-    res = runner.invoke(cli, ["job", "run", "calibrate", "--data-id", "[1]", "--root", root])
+    res = runner.invoke(cli, ["jobs", "run", "calibrate", "--data-id", "[1]", "--root", root])
     assert res.exit_code == 2 and "must be a JSON object" in res.output
     raw = scratch.root / scratch.layout.raw("g", 1000)
     raw.write_bytes(raw.read_bytes()[:5000])
-    res = runner.invoke(cli, ["job", "run", "calibrate", "--data-id", '{"visit": 1000}', "--root", root])
+    res = runner.invoke(cli, ["jobs", "run", "calibrate", "--data-id", '{"visit": 1000}', "--root", root])
     assert res.exit_code == 2
     assert "visit001000.fits: unreadable or truncated FITS" in res.output
-    res = runner.invoke(cli, ["job", "list", "--root", root, "--step", "merge", "--json"])
+    res = runner.invoke(cli, ["workflow", "list", "--root", root, "--step", "merge", "--json"])
     assert res.exit_code == 0
     assert [json.loads(line)["name"] for line in res.output.splitlines()] == ["merge_t0", "merge_t1"]
+    res = runner.invoke(cli, ["jobs", "run", "--job", "calibrate_v99999", "--root", root])
+    assert res.exit_code == 2 and "visit 99999 is not in release tiny" in res.output
+    res = runner.invoke(cli, ["jobs", "run", "--job", "calibrate_x1", "--root", root])
+    assert res.exit_code == 2 and "'x1' is not a visit" in res.output
+    res = runner.invoke(cli, ["jobs", "run", "--root", root])
+    assert res.exit_code == 2 and "give either STEP with --data-id, or --job NAME" in res.output

@@ -68,13 +68,16 @@ def _validators() -> dict[str, Any]:
 def validate_file(path: Path) -> list[str]:
     """Schema errors of a written Pegasus YAML file (empty when valid), as 'where: message' lines."""
     import yaml
+    from jsonschema.exceptions import best_match
 
     validator = _validators()[path.name]
     doc = yaml.safe_load(path.read_text())
-    return [
-        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-        for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    ]
+    out = []
+    for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        if e.context:  # oneOf/anyOf: say what the closest alternative objects to, not just "no match"
+            e = best_match(e.context) or e
+        out.append(f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}")
+    return out
 
 
 class PegasusBackend(ComputeBackend):
