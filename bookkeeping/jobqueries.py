@@ -114,7 +114,7 @@ def list_jobs(
         q = q.where(Job.step == step)
     if state is not None:
         q = q.where(Job.state == state)
-    return [_info(j, s) for j, s in session.execute(q.order_by(Job.id).limit(limit)).tuples()]
+    return [_info(j, s) for j, s in session.execute(q.order_by(Job.id).limit(limit))]
 
 
 def job_detail(session: Session, campaign: str, name: str, *, site: str | None = None) -> list[JobDetail]:
@@ -132,7 +132,7 @@ def job_detail(session: Session, campaign: str, name: str, *, site: str | None =
     if site:
         q = q.where(Site.name == site)
     out = []
-    for row, site_name in session.execute(q.order_by(Site.name)).tuples():
+    for row, site_name in session.execute(q.order_by(Site.name)):
         attempts = [
             AttemptInfo(
                 a.number,
@@ -187,7 +187,7 @@ def step_profiles(session: Session, campaign: str, *, site: str | None = None) -
     if site:
         q = q.where(Site.name == site)
     out = []
-    for s, step, n, nfail, wmean, wmax, cpu_s, wall_s, rmax, rmean, rb, wb in session.execute(q).tuples():
+    for s, step, n, nfail, wmean, wmax, cpu_s, wall_s, rmax, rmean, rb, wb in session.execute(q):
         out.append(
             StepProfile(
                 s,

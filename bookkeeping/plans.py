@@ -128,7 +128,7 @@ def load_plan(session: Session, campaign: str, version: int | None = None) -> St
             .join(Dataset, Dataset.id == Rule.dataset_id)
             .where(Rule.campaign_id == camp.id)
             .order_by(Dataset.name, Rule.id)
-        ).tuples()
+        )
     ]
     return StoredPlan(campaign, row.version, row.created_at, shares, plan, rules)
 

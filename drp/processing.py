@@ -85,7 +85,7 @@ def prepare(
         session.execute(
             text("SELECT step, data_id FROM jobs WHERE campaign_id = :c AND site_id = :s"),
             {"c": camp_id, "s": site_id},
-        ).tuples()
+        )
     )
     new = (
         (site_id, n.step, key, JobState.PENDING)
@@ -110,7 +110,7 @@ def prepare(
                 "WHERE campaign_id = :c AND site_id = :s AND request_memory_mb IS NOT NULL"
             ),
             {"c": camp_id, "s": site_id},
-        ).tuples()
+        )
         if mb > backend.settings.memory_for(step)
     }
     write_json_atomic(spec.directory / "memory.json", raised)  # kept across restarts by every back-end
@@ -164,7 +164,7 @@ def ingest(session: Session, campaign: str, site: str, spec: WorkflowSpec) -> In
         for jid, step, data_id, state in session.execute(
             text("SELECT id, step, data_id, state FROM jobs WHERE campaign_id = :c AND site_id = :s"),
             {"c": camp_id, "s": site_id},
-        ).tuples()
+        )
     }
     seen = set(
         session.execute(
@@ -173,7 +173,7 @@ def ingest(session: Session, campaign: str, site: str, spec: WorkflowSpec) -> In
                 "WHERE j.campaign_id = :c AND j.site_id = :s"
             ),
             {"c": camp_id, "s": site_id},
-        ).tuples()
+        )
     )
     files: dict[int, dict[int, Path]] = {}
     unreadable: list[str] = []

@@ -230,8 +230,8 @@ def spawn(target: Target, stdout: Path, stderr: Path, *, cwd: Path | None = None
             else:
                 try:
                     os.execvp(target[0], list(target))
-                except OSError as err:
-                    sys.stderr.write(f"profiler: cannot run {target[0]}: {err.strerror}\n")
+                except OSError as exc:
+                    sys.stderr.write(f"profiler: cannot run {target[0]}: {exc.strerror}\n")
                     code = 127
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1

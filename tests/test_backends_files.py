@@ -11,7 +11,7 @@ import htcondor2
 import pytest
 import yaml
 
-from drp.errors import ConfigError
+from drp.errors import ConfigError, DrpError
 from drp.pipeline.jobs import ReleaseContext
 from drp.synth import ReleaseConfig, plan_manifest
 from drp.workflow import WorkflowSpec, write_workflow
@@ -241,7 +241,7 @@ def test_raised_memory_survives_restart(spec: WorkflowSpec) -> None:
 
 
 def test_unreachable_schedd_is_a_clear_error(spec: WorkflowSpec) -> None:
-    with pytest.raises(Exception, match="htcondor: submitting .* failed"):
+    with pytest.raises(DrpError, match=r"htcondor: submitting .* failed"):
         _htcondor(schedd="127.0.0.1:1").submit(spec)
 
 
