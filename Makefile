@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps bench bench-pipeline clean
+.PHONY: demo test lint system-deps bench bench-pipeline bench-workflow clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 ## bench-pipeline: CPU and peak memory per megapixel per step on the default demo release
 bench-pipeline: $(STAMP)
 	$(PY) bench/pipeline.py
+
+## bench-workflow: 1,000,000-job DAG generation, local executor throughput, profiler overhead
+bench-workflow: $(STAMP)
+	$(PY) bench/workflow.py
 
 clean:
 	rm -rf $(VENV) drp-work .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ warp pixels for coadd, coadd pixels for measure (merge reads tables; it is repor
 
 Baseline (same process): reading each step's FITS inputs with astropy and nothing else; ``ratio=``
 is the step's CPU over that read time, i.e. how much work a step does beyond its I/O floor. Also
-prints the CPU a fresh ``drp job run`` process spends before any work (interpreter and imports):
+prints the CPU a fresh ``drp jobs run`` process spends before any work (interpreter and imports):
 the cost per job when a back-end runs each job in its own process.
 
 Target (issue 3): the whole demo release in under 3 minutes of CPU on this 2-core machine.

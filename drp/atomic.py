@@ -26,9 +26,30 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """``durable=False`` skips the fsync: after a power cut the file may be empty, which only suits
+    files whose readers treat an unreadable file as absent (job reports: the job simply re-runs)."""
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(value, indent=1, sort_keys=True, default=str) + "\n").encode())
+def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
+    data = (json.dumps(value, indent=1, sort_keys=True, default=str) + "\n").encode()
+    write_bytes_atomic(path, data, durable=durable)
