@@ -116,7 +116,7 @@ def _read_inputs(ctx: ReleaseContext, job: Job) -> float:
 
 
 def _job_process_overhead(root: Path) -> float:
-    """CPU of `drp job run --help`-equivalent start-up: the interpreter plus the step imports."""
+    """CPU of `drp jobs run --help`-equivalent start-up: the interpreter plus the step imports."""
     code = (
         "import cli, drp.pipeline.jobs, drp.pipeline.calibrate, drp.pipeline.warp, drp.pipeline.coadd, "
         "drp.pipeline.measure, drp.pipeline.merge"

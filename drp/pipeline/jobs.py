@@ -1,6 +1,6 @@
 """Pipeline jobs: the data ids of each step, their input and output paths, and running one job.
 
-``drp job run STEP --data-id JSON --root SITE_ROOT`` is the single command every compute back-end
+``drp jobs run STEP --data-id JSON --root SITE_ROOT`` is the single command every compute back-end
 runs; everything a job needs is derived here from the release manifest under the site root, so a
 job's command line is short and the same at every site.
 """
