@@ -177,6 +177,29 @@ class Rule(Base):
     updated_at: Mapped[float] = mapped_column(Double)
 
 
+class RuleSite(Base):
+    """Where a rule placed its copies (Rucio's DATASET grouping: every file of the dataset on the same
+    ``copies`` sites). A file's lock state at a site is its replica's state there."""
+
+    __tablename__ = "rule_sites"
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+
+
+class BadReplica(Base):
+    """A replica declared BAD or LOST, with who declared it, when and why (Rucio's bad_replicas)."""
+
+    __tablename__ = "bad_replicas"
+    __table_args__ = (Index(None, "file_id", "site_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("files.id"))
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    state: Mapped[ReplicaState] = mapped_column(IntEnumType(ReplicaState))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))  # transfer | audit | operator
+    created_at: Mapped[float] = mapped_column(Double)
+
+
 class SplitPlan(Base):
     """One version of a campaign's split: shares and overlap in force; a new version per re-plan."""
 
@@ -226,6 +249,8 @@ class Transfer(Base):
     mover: Mapped[str] = mapped_column(String(16), default="local")
     external_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[str | None] = mapped_column(String(24))  # kind of the last failure (FailureKind)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double)  # retry back-off: not before this
     created_at: Mapped[float] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)

@@ -11,6 +11,20 @@ Example::
     backend = "local"
     max_workers = 2
 
+    [site.attributes]              # extra attributes for rule expressions (site= and role= are implicit)
+    country = "us"
+
+    [replication]                  # the replication back-end (embedded or rucio) and its settings
+    backend = "embedded"
+
+    [transfer]                     # retries with exponential back-off, then the replica is given up
+    retries = 3
+    [[transfer.link]]              # a mover per link; by default file→file is "local", root→root "xrootd"
+    source = "ncsa"
+    dest = "*"
+    mover = "local"
+    max_active = 8
+
 Loaded once by the CLI, validated here, then passed explicitly. Every error names the file, the key
 (``site[2].share``) and the reason, and is raised as :class:`drp.errors.ConfigError`.
 """
@@ -19,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -34,6 +49,9 @@ from drp.errors import ConfigError
 DEFAULT_SITES_FILE = "sites.toml"
 STORAGE_SCHEMES = ("file", "root", "davs", "https")
 SITE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+ATTRIBUTE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+# The mover used when no [[transfer.link]] names one, by (source scheme, destination scheme).
+DEFAULT_MOVERS = {("file", "file"): "local", ("root", "root"): "xrootd", ("root", "file"): "xrootd"}
 
 
 class ComputeConfig(BaseModel):
@@ -55,6 +73,28 @@ class SiteConfig(BaseModel):
     share: float = Field(ge=0.0, le=1.0)
     storage: str
     compute: ComputeConfig = ComputeConfig()
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not re.fullmatch(ATTRIBUTE_PATTERN, key) or key in ("site", "role"):
+                raise ValueError(
+                    f"bad attribute name {key!r} (letters, digits, _.-; site and role are implicit)"
+                )
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
+                raise ValueError(f"bad value {value!r} for attribute {key!r} (letters, digits, _.:-)")
+        return v
+
+    @property
+    def all_attributes(self) -> dict[str, str]:
+        """What site expressions match: ``site``, ``role`` and the configured attributes."""
+        return {**self.attributes, "site": self.name, "role": self.role.value}
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.storage).scheme
 
     @field_validator("share")
     @classmethod
@@ -86,10 +126,46 @@ class SiteConfig(BaseModel):
         return SiteRow(self.name, self.role.value, self.share, self.storage, self.compute.backend)
 
 
+class ReplicationConfig(BaseModel):
+    """The replication back-end by registry name; other keys are its own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str = Field(default="embedded", pattern=r"^[a-z][a-z0-9_]*$")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LinkConfig(BaseModel):
+    """The mover of a link (``*`` matches any site); other keys are the mover's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    source: str = Field(pattern=r"^(\*|[a-z][a-z0-9_-]{0,63})$")
+    dest: str = Field(pattern=r"^(\*|[a-z][a-z0-9_-]{0,63})$")
+    mover: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    max_active: int | None = Field(default=None, ge=1, le=10_000)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TransferConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    retries: int = Field(default=3, ge=0, le=100, description="re-tries of a failed transfer")
+    backoff_s: float = Field(default=30.0, ge=0.0, description="first retry delay, doubled each time")
+    backoff_max_s: float = Field(default=3600.0, ge=0.0)
+    max_active: int = Field(default=16, ge=1, le=10_000, description="active transfers per link")
+    link: list[LinkConfig] = Field(default_factory=list)
+
+
 class SiteCatalogue(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     site: list[SiteConfig] = Field(min_length=1)
+    replication: ReplicationConfig = ReplicationConfig()
+    transfer: TransferConfig = TransferConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteCatalogue:
@@ -113,6 +189,27 @@ class SiteCatalogue(BaseModel):
                 return s
         raise ConfigError("site catalogue", None, f"no site named {name!r}")
 
+    def link(self, source: str, dest: str) -> LinkConfig:
+        """The mover configuration of a link: the most specific ``[[transfer.link]]`` (exact names
+        before ``*``), else the default mover for the two storage schemes."""
+        best: tuple[int, LinkConfig] | None = None
+        for link in self.transfer.link:
+            if link.source in (source, "*") and link.dest in (dest, "*"):
+                rank = (link.source == source) + (link.dest == dest)
+                if best is None or rank > best[0]:
+                    best = (rank, link)
+        if best is not None:
+            return best[1]
+        schemes = (self.get(source).scheme, self.get(dest).scheme)
+        mover = DEFAULT_MOVERS.get(schemes)
+        if mover is None:
+            raise ConfigError(
+                "site catalogue",
+                "transfer.link",
+                f"no mover for {source} ({schemes[0]}://) → {dest} ({schemes[1]}://): add one",
+            )
+        return LinkConfig(source=source, dest=dest, mover=mover)
+
 
 def consistency_problem(cat: SiteCatalogue) -> tuple[str | None, str] | None:
     """What makes a catalogue of individually valid sites unusable, as (key, reason), or None."""
@@ -125,6 +222,11 @@ def consistency_problem(cat: SiteCatalogue) -> tuple[str | None, str] | None:
     if len(leads) != 1:
         where = ", ".join(f"site[{i}]" for i in leads) or "none"
         return "site.role", f"exactly one site must have role = 'lead' (found {len(leads)}: {where})"
+    for i, link in enumerate(cat.transfer.link, start=1):
+        for end in ("source", "dest"):
+            name = getattr(link, end)
+            if name != "*" and name not in seen:
+                return f"transfer.link[{i}].{end}", f"no site named {name!r}"
     total = sum(site.share for site in cat.site)
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         return "site.share", f"shares must add up to 1 (they add up to {total:g})"
@@ -159,7 +261,10 @@ def parse_catalogue(data: dict[str, Any], source: str) -> SiteCatalogue:
     except ValidationError as err:
         first = err.errors()[0]
         if not first["loc"]:  # a whole-catalogue problem: say it with its precise key
-            cat = SiteCatalogue.model_construct(site=[SiteConfig.model_validate(s) for s in data["site"]])
+            cat = SiteCatalogue.model_construct(
+                site=[SiteConfig.model_validate(s) for s in data["site"]],
+                transfer=TransferConfig.model_validate(data.get("transfer", {})),
+            )
             problem = consistency_problem(cat)
             if problem is not None:
                 raise ConfigError(source, *problem) from err

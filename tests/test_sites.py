@@ -62,7 +62,18 @@ def test_default_path_comes_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("name = 'x'\n", "site", "required key is missing"),
         ("site = []\n", "site", "at least 1"),
         (GOOD.replace("share = 0.35\n", 'share = 0.35\ncolour = "red"\n'), "site[1].colour", "unknown key"),
-        (GOOD + "\n[replication]\nbackend = 'x'\n", "replication", "unknown key"),
+        (GOOD + "\n[archive]\nbackend = 'x'\n", "archive", "unknown key"),
+        (GOOD + "\n[transfer]\nretry = 3\n", "transfer.retry", "unknown key"),
+        (
+            GOOD + "\n[[transfer.link]]\nsource = 'ncsa'\ndest = 'nowhere'\nmover = 'local'\n",
+            "transfer.link[1].dest",
+            "no site named 'nowhere'",
+        ),
+        (
+            GOOD.replace("share = 0.35\n", "share = 0.35\nattributes = { role = 'x' }\n"),
+            "site[1].attributes",
+            "bad attribute name 'role'",
+        ),
         (GOOD.replace("share = 0.35", "share = -0.1"), "site[1].share", "greater than or equal to 0"),
         (GOOD.replace("share = 0.35", "share = 1.5"), "site[1].share", "less than or equal to 1"),
         (
@@ -106,3 +117,19 @@ def test_not_utf8(tmp_path: Path) -> None:
     p.write_bytes(b"\xff\xfe[[site]]")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_catalogue(p)
+
+
+def test_link_movers_most_specific_first_then_by_scheme(tmp_path: Path) -> None:
+    text = GOOD + (
+        "\n[[transfer.link]]\nsource = '*'\ndest = 'in2p3'\nmover = 'fts3'\nendpoint = 'https://fts:8446'\n"
+        "\n[[transfer.link]]\nsource = 'ral'\ndest = 'in2p3'\nmover = 'xrootd'\nmax_active = 4\n"
+    )
+    cat = load_catalogue(_write(tmp_path, text))
+    assert cat.link("ncsa", "in2p3").mover == "fts3"
+    assert cat.link("ncsa", "in2p3").settings == {"endpoint": "https://fts:8446"}
+    exact = cat.link("ral", "in2p3")
+    assert (exact.mover, exact.max_active) == ("xrootd", 4)
+    assert cat.link("ral", "ral").mover == "xrootd"  # root → root by default
+    with pytest.raises(ConfigError, match=r"no mover for ncsa \(file://\) → ral \(root://\)"):
+        cat.link("ncsa", "ral")
+    assert cat.get("ncsa").all_attributes == {"site": "ncsa", "role": "lead"}
