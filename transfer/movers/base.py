@@ -1,0 +1,108 @@
+"""The mover interface: submit copies, poll them, cancel them, and look at storage.
+
+A mover is chosen per link in ``sites.toml`` (``[[transfer.link]]``). Synchronous movers (``local``,
+``xrootd``) finish copies inside :meth:`Mover.submit` and return outcomes at once; asynchronous ones
+(``fts3``) return an external id per copy and report outcomes from :meth:`Mover.poll`. Either way the
+transfer engine records every state in bookkeeping, and nothing becomes AVAILABLE unless its outcome
+is DONE, which a mover only reports after it verified size and adler32 against the catalogue.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FailureKind(StrEnum):
+    """Why a copy failed; the engine's retry policy depends on it."""
+
+    SOURCE_MISSING = "source_missing"  # the source replica is not there: try another source or give up
+    CHECKSUM = "checksum"  # the copy does not match the catalogue: bad copy deleted, retried
+    DESTINATION = "destination"  # cannot write at the destination (permissions, space): retried
+    NETWORK = "network"  # endpoint down or timed out: retried
+    CANCELLED = "cancelled"
+    OTHER = "other"
+
+
+class Outcome(StrEnum):
+    ACTIVE = "active"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """One copy: bookkeeping's transfer id, URLs, and the catalogue's size and adler32."""
+
+    transfer_id: int
+    source: str
+    dest: str
+    size: int
+    adler32: str
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    transfer_id: int
+    outcome: Outcome
+    failure: FailureKind | None = None
+    message: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What :meth:`Mover.submit` says of one request: finished (``result``) or running (``external_id``)."""
+
+    transfer_id: int
+    external_id: str | None = None
+    result: TransferResult | None = None
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    adler32: str | None  # None when the storage cannot checksum
+
+
+class MoverSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mover(ABC):
+    """Copies files; URLs are full storage URLs (``file:///…``, ``root://host:port//…``)."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[MoverSettings]] = MoverSettings
+
+    def __init__(self, settings: MoverSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def submit(self, requests: Sequence[TransferRequest]) -> list[Submitted]:
+        """Start (or do) the copies; one :class:`Submitted` per request, in any order."""
+
+    @abstractmethod
+    def poll(self, external_ids: Mapping[int, str]) -> list[TransferResult]:
+        """Outcomes of copies that :meth:`submit` left running (transfer id → external id)."""
+
+    @abstractmethod
+    def cancel(self, external_ids: Mapping[int, str]) -> None:
+        """Stop copies that :meth:`submit` left running."""
+
+    @abstractmethod
+    def stat(self, url: str, *, checksum: bool = True) -> FileStat | None:
+        """Size and adler32 of a file on storage, or None if it is absent."""
+
+    @abstractmethod
+    def delete(self, url: str) -> None:
+        """Remove a file from storage (a bad copy); absent is fine."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""

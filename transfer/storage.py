@@ -1,0 +1,24 @@
+"""Where a catalogued file lives at a site: URLs built from the site's storage root and the file's
+logical name, which must stay inside that root (no ``..``, no absolute names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from bookkeeping.bulk import check_name
+from drp.errors import InvalidInputError
+
+
+def replica_url(storage: str, name: str) -> str:
+    """The URL of logical file ``name`` under a site's ``storage`` URL."""
+    check_name(name)
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def file_path(url: str) -> Path:
+    """The local path of a ``file://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise InvalidInputError(f"not a local file URL: {url!r}")
+    return Path(unquote(parsed.path))
