@@ -263,12 +263,13 @@ class EmbeddedBackend(ReplicationBackend):
                 f"expression {rule.site_expression!r} matches {len(matched)} site(s), "
                 f"the rule needs {rule.copies}"
             )
-        held = dict(
-            session.execute(
+        held: dict[int, int] = {
+            int(site): int(n)
+            for site, n in session.execute(
                 text("SELECT site_id, n_files FROM replica_counts WHERE dataset_id = :d AND state = :a"),
                 {"d": rule.dataset_id, "a": int(ReplicaState.AVAILABLE)},
-            ).all()
-        )
+            )
+        }
         ds = session.get(Dataset, rule.dataset_id)
         assert ds is not None
         did = f"{ds.scope}:{ds.name}"

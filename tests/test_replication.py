@@ -1,0 +1,240 @@
+"""Replication contract: the same scenarios on every replication back-end and bookkeeping database.
+
+Register at the lead, rule to the satellite, transfers by the engine, rule OK with identical files;
+a rule already satisfied is OK at once; a missing source, a corrupted source and an unwritable
+destination end STUCK with the reason recorded; a replica declared bad is copied again.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bookkeeping.bulk import FileRow
+from bookkeeping.database import Database
+from bookkeeping.states import ReplicaState, RuleState, TransferState
+from drp.errors import InvalidInputError, NotFoundError
+from sites.catalogue import SiteCatalogue, parse_catalogue
+from transfer.engine import TransferEngine
+from transfer.replication.base import ReplicationBackend
+from transfer.replication.embedded import EmbeddedBackend
+
+
+@dataclass
+class World:
+    db: Database
+    cat: SiteCatalogue
+    backend: ReplicationBackend
+    engine: TransferEngine
+    roots: dict[str, Path]
+
+    def write(self, site: str, name: str, data: bytes) -> FileRow:
+        path = self.roots[site] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return FileRow(name, len(data), f"{zlib.adler32(data) & 0xFFFFFFFF:08x}")
+
+    def register(self, dataset: str, n: int, size: int = 4096) -> list[FileRow]:
+        rows = [
+            self.write("ncsa", f"{dataset.split(':')[1]}/f{i:03d}.fits", os.urandom(size)) for i in range(n)
+        ]
+        with self.db.session() as s:
+            self.backend.register(s, dataset, rows, "ncsa")
+        return rows
+
+
+def _catalogue(tmp: Path, **transfer: object) -> tuple[SiteCatalogue, dict[str, Path]]:
+    roots = {"ncsa": tmp / "ncsa", "in2p3": tmp / "in2p3", "slac": tmp / "slac"}
+    for r in roots.values():
+        r.mkdir()
+    data = {
+        "site": [
+            {"name": "ncsa", "role": "lead", "share": 0.5, "storage": f"file://{roots['ncsa']}"},
+            {
+                "name": "in2p3",
+                "role": "satellite",
+                "share": 0.3,
+                "storage": f"file://{roots['in2p3']}",
+                "attributes": {"country": "fr"},
+            },
+            {"name": "slac", "role": "satellite", "share": 0.2, "storage": f"file://{roots['slac']}"},
+        ],
+        "transfer": {"retries": 2, "backoff_s": 0.0, **transfer},
+    }
+    return parse_catalogue(data, "test"), roots
+
+
+@pytest.fixture(params=["embedded"])
+def world(request: pytest.FixtureRequest, db: Database, tmp_path: Path) -> Iterator[World]:
+    cat, roots = _catalogue(tmp_path)
+    backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
+    engine = TransferEngine(db, cat, backend)
+    yield World(db, cat, backend, engine, roots)
+    engine.close()
+
+
+def test_rule_to_satellite_replicates_verified_copies(world: World) -> None:
+    rows = world.register("dr1:raw/tract0001", 6)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0001", "country=fr")
+    assert rule.state is RuleState.REPLICATING and rule.sites == ("in2p3",)
+    assert (rule.locks_ok, rule.locks_replicating) == (0, 6)
+    report = world.engine.run(max_seconds=60)
+    assert (report.done, report.failed, report.pending) == (6, 0, 0)
+    with world.db.session() as s:
+        rule = world.backend.rule(s, rule.id)
+        replicas = world.backend.replicas(s, "dr1:raw/tract0001")
+    assert rule.state is RuleState.OK and rule.locks_ok == 6 and rule.stuck_reason is None
+    assert {(r.site, r.state) for r in replicas} == {
+        ("ncsa", ReplicaState.AVAILABLE),
+        ("in2p3", ReplicaState.AVAILABLE),
+    }
+    for row in rows:
+        assert (world.roots["in2p3"] / row.name).read_bytes() == (world.roots["ncsa"] / row.name).read_bytes()
+    assert not list(world.roots["in2p3"].rglob(".*part-*")), "no temporary files left"
+    # the same rule again is the same rule; a second engine run has nothing to do
+    with world.db.session() as s:
+        assert world.backend.add_rule(s, "dr1:raw/tract0001", "country=fr").id == rule.id
+    assert world.engine.run(max_seconds=10).submitted == 0
+
+
+def test_rule_on_sites_holding_everything_is_ok_at_once(world: World) -> None:
+    world.register("dr1:raw/tract0002", 3)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0002", "role=lead")
+        queued = s.execute(text("SELECT count(*) FROM transfers")).scalar_one()
+    assert rule.state is RuleState.OK and rule.sites == ("ncsa",) and queued == 0
+
+
+def test_two_copies_among_satellites(world: World) -> None:
+    world.register("dr1:raw/tract0003", 2)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0003", "role=satellite", copies=2)
+    world.engine.run(max_seconds=60)
+    with world.db.session() as s:
+        rule = world.backend.rule(s, rule.id)
+    assert rule.state is RuleState.OK and rule.sites == ("in2p3", "slac") and rule.locks_ok == 4
+
+
+def test_bad_rules_are_refused(world: World) -> None:
+    world.register("dr1:raw/tract0004", 1)
+    with world.db.session() as s:
+        with pytest.raises(InvalidInputError, match="matches 0 site"):
+            world.backend.add_rule(s, "dr1:raw/tract0004", "country=de")
+        with pytest.raises(InvalidInputError, match="position"):
+            world.backend.add_rule(s, "dr1:raw/tract0004", "site=(")
+        with pytest.raises(NotFoundError, match="not registered"):
+            world.backend.add_rule(s, "dr1:raw/nothing", "site=in2p3")
+
+
+def test_missing_source_makes_the_rule_stuck_with_its_reason(world: World) -> None:
+    rows = world.register("dr1:raw/tract0005", 3)
+    (world.roots["ncsa"] / rows[1].name).unlink()
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0005", "site=in2p3")
+    report = world.engine.run(max_seconds=60)
+    assert (report.done, report.failed) == (2, 1)
+    with world.db.session() as s:
+        rule = world.backend.rule(s, rule.id)
+    assert rule.state is RuleState.STUCK and (rule.locks_ok, rule.locks_stuck) == (2, 1)
+    assert rule.stuck_reason is not None
+    assert "source missing" in rule.stuck_reason and rows[1].name in rule.stuck_reason
+    assert "at in2p3" in rule.stuck_reason
+
+
+def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
+    rows = world.register("dr1:raw/tract0006", 2)
+    src = world.roots["ncsa"] / rows[0].name
+    src.write_bytes(bytes(b ^ 0xFF for b in src.read_bytes()))  # same size, different bytes
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0006", "site=in2p3")
+    report = world.engine.run(max_seconds=60)
+    assert (report.done, report.retried, report.failed) == (1, 2, 1)  # 1 + retries=2 attempts, then given up
+    assert not (world.roots["in2p3"] / rows[0].name).exists(), "a bad copy never stays under its real name"
+    with world.db.session() as s:
+        rule = world.backend.rule(s, rule.id)
+        attempts, failure = s.execute(
+            text(
+                "SELECT t.attempts, t.failure FROM transfers t JOIN files f ON f.id = t.file_id WHERE f.name = :n"
+            ),
+            {"n": rows[0].name},
+        ).one()
+        states = {(r.name, r.site): r.state for r in world.backend.replicas(s, "dr1:raw/tract0006")}
+    assert (attempts, failure) == (3, "checksum")
+    assert states[(rows[0].name, "in2p3")] is ReplicaState.BAD
+    assert states[(rows[1].name, "in2p3")] is ReplicaState.AVAILABLE
+    assert rule.state is RuleState.STUCK and rule.stuck_reason is not None
+    assert "does not match the catalogue" in rule.stuck_reason and "after 3 attempt(s)" in rule.stuck_reason
+
+
+def test_unwritable_destination_is_stuck_with_reason(world: World) -> None:
+    world.register("dr1:raw/tract0007", 1)
+    (world.roots["in2p3"] / "raw").write_text("a file where a directory should be\n")
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0007", "site=in2p3")
+    report = world.engine.run(max_seconds=60)
+    assert report.failed == 1
+    with world.db.session() as s:
+        rule = world.backend.rule(s, rule.id)
+        (state,) = {r.state for r in world.backend.replicas(s, "dr1:raw/tract0007") if r.site == "in2p3"}
+    assert state is ReplicaState.UNAVAILABLE
+    assert rule.state is RuleState.STUCK and rule.stuck_reason and "cannot write" in rule.stuck_reason
+
+
+def test_declared_bad_replica_is_copied_again(world: World) -> None:
+    rows = world.register("dr1:raw/tract0008", 2)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0008", "site=in2p3")
+    world.engine.run(max_seconds=60)
+    damaged = world.roots["in2p3"] / rows[0].name
+    damaged.write_bytes(b"garbage")
+    with world.db.session() as s:
+        assert (
+            world.backend.declare_bad(s, [(rows[0].name, "in2p3")], "audit: size mismatch", source="audit")
+            == 1
+        )
+        assert world.backend.rule(s, rule.id).state is RuleState.REPLICATING
+        (reason,) = s.execute(text("SELECT reason FROM bad_replicas")).scalars()
+    assert reason == "audit: size mismatch"
+    world.engine.run(max_seconds=60)
+    with world.db.session() as s:
+        assert world.backend.rule(s, rule.id).state is RuleState.OK
+    assert damaged.read_bytes() == (world.roots["ncsa"] / rows[0].name).read_bytes()
+
+
+def test_bad_replica_without_healthy_copy_is_stuck_and_says_so(world: World) -> None:
+    rows = world.register("dr1:raw/tract0009", 1)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, "dr1:raw/tract0009", "site=ncsa")
+        world.backend.declare_bad(s, [(rows[0].name, "ncsa")], "audit: adler32 mismatch", source="audit")
+        info = world.backend.rule(s, rule.id)
+    assert info.state is RuleState.STUCK and info.stuck_reason is not None
+    assert "BAD at ncsa: audit: adler32 mismatch" in info.stuck_reason
+
+
+def test_active_transfers_per_link_are_limited(db: Database, tmp_path: Path) -> None:
+    cat, roots = _catalogue(tmp_path, max_active=2)
+    backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
+    engine = TransferEngine(db, cat, backend)
+    w = World(db, cat, backend, engine, roots)
+    w.register("dr1:raw/tract0010", 5)
+    with db.session() as s:
+        backend.add_rule(s, "dr1:raw/tract0010", "site=slac")
+    first = engine.run_once()
+    assert first.submitted == 2 and first.pending == 3
+    total = engine.run(max_seconds=60)
+    assert total.done == 3 and total.pending == 0
+    with db.session() as s:
+        assert (
+            s.execute(
+                text("SELECT count(*) FROM transfers WHERE state = :d"), {"d": int(TransferState.DONE)}
+            ).scalar_one()
+            == 5
+        )
+    engine.close()
