@@ -161,7 +161,8 @@ def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
         rule = world.backend.rule(s, rule.id)
         attempts, failure = s.execute(
             text(
-                "SELECT t.attempts, t.failure FROM transfers t JOIN files f ON f.id = t.file_id WHERE f.name = :n"
+                "SELECT t.attempts, t.failure FROM transfers t JOIN files f ON f.id = t.file_id "
+                "WHERE f.name = :n"
             ),
             {"n": rows[0].name},
         ).one()
