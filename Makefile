@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps bench bench-pipeline bench-workflow clean
+.PHONY: demo test lint system-deps bench bench-pipeline bench-workflow bench-transfer clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-pipeline: $(STAMP)
 ## bench-workflow: 1,000,000-job DAG generation, local executor throughput, profiler overhead
 bench-workflow: $(STAMP)
 	$(PY) bench/workflow.py
+
+## bench-transfer: local mover vs cp on 1 GiB, 10,000 small files end to end, adler32 vs zlib
+bench-transfer: $(STAMP)
+	$(PY) bench/transfer.py
 
 clean:
 	rm -rf $(VENV) drp-work .pytest_cache .mypy_cache .ruff_cache
