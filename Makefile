@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps bench bench-pipeline bench-workflow bench-transfer clean
+.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,13 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/drp demo
 
-## test: install system packages the tests need (when root) and test dependencies, run pytest
-test: system-deps $(TEST_STAMP)
+## test: install system packages the tests need (when root), test dependencies and the Rucio server
+## venv (the Rucio contract tests start it on 127.0.0.1), run pytest
+test: system-deps $(TEST_STAMP) rucio-server
 	$(PY) -m pytest
+
+rucio-server:
+	@bash scripts/install-rucio-server.sh .venv-rucio
 
 ## lint: ruff and mypy, as CI runs them
 lint: $(TEST_STAMP)
@@ -52,4 +56,4 @@ bench-transfer: $(STAMP)
 	$(PY) bench/transfer.py
 
 clean:
-	rm -rf $(VENV) drp-work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-rucio drp-work .pytest_cache .mypy_cache .ruff_cache

@@ -90,3 +90,22 @@ def db(backend: str, tmp_path: os.PathLike[str], request: pytest.FixtureRequest)
     yield database
     database.dispose()
     server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def rucio_server(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Rucio 41 REST server on 127.0.0.1 (its own venv, PostgreSQL database, userpass)."""
+    from tests.rucio_server import RucioServer, server_venv
+
+    if not (server_venv() / "bin" / "gunicorn").exists():
+        service_unavailable(f"no Rucio server venv at {server_venv()} (make test installs it)")
+    server = RucioServer(tmp_path_factory.mktemp("rucio"), pg_server)
+    try:
+        server.start()
+    except (RuntimeError, OSError) as err:
+        server.stop()
+        service_unavailable(f"Rucio server did not start: {err}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -51,3 +51,11 @@ def test_evaluate(expr: str, expected: set[str]) -> None:
 def test_bad_expressions_say_where(expr: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check(expr)
+
+
+def test_rucio_syntax() -> None:
+    from transfer.expressions import to_rucio
+
+    assert to_rucio("in2p3") == "site=in2p3"
+    assert to_rucio("(ncsa | role=satellite) \\ country=fr") == "(site=ncsa|role=satellite)\\country=fr"
+    assert to_rucio("*\\site=ncsa") == "*\\site=ncsa"

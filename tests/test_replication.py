@@ -8,6 +8,7 @@ destination end STUCK with the reason recorded; a replica declared bad is copied
 from __future__ import annotations
 
 import os
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from bookkeeping.database import Database
 from bookkeeping.states import ReplicaState, RuleState, TransferState
 from drp.errors import InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue, parse_catalogue
+from tests.rucio_server import PASSWORD, USERNAME
 from transfer.engine import TransferEngine
 from transfer.replication.base import ReplicationBackend
 from transfer.replication.embedded import EmbeddedBackend
+from transfer.replication.registry import get_replication
 
 
 @dataclass
@@ -33,6 +36,29 @@ class World:
     backend: ReplicationBackend
     engine: TransferEngine
     roots: dict[str, Path]
+    scope: str
+
+    def did(self, name: str) -> str:
+        return f"{self.scope}:{name}"
+
+    def rucio_rule_state(self, rule_id: int) -> str | None:
+        """Rucio's own state of the rule (None with the embedded back-end)."""
+        client = getattr(self.backend, "client", None)
+        if client is None:
+            return None
+        with self.db.session() as s:
+            external = self.backend.rule(s, rule_id).external_id
+        assert external is not None
+        return str(client.get_replication_rule(external)["state"])
+
+    def rucio_replica_state(self, name: str, site: str) -> str | None:
+        """Rucio's state of a file's replica at a site (None with the embedded back-end)."""
+        client = getattr(self.backend, "client", None)
+        if client is None:
+            return None
+        scope, rest = name.split("/", 1)
+        (rep,) = client.list_replicas([{"scope": scope, "name": rest}], all_states=True)
+        return str(rep["states"].get(self.backend.rse(site)))  # type: ignore[attr-defined]
 
     def write(self, site: str, name: str, data: bytes) -> FileRow:
         path = self.roots[site] / name
@@ -49,7 +75,9 @@ class World:
         return rows
 
 
-def _catalogue(tmp: Path, **transfer: object) -> tuple[SiteCatalogue, dict[str, Path]]:
+def _catalogue(
+    tmp: Path, replication: dict[str, object] | None = None, **transfer: object
+) -> tuple[SiteCatalogue, dict[str, Path]]:
     roots = {"ncsa": tmp / "ncsa", "in2p3": tmp / "in2p3", "slac": tmp / "slac"}
     for r in roots.values():
         r.mkdir()
@@ -66,31 +94,44 @@ def _catalogue(tmp: Path, **transfer: object) -> tuple[SiteCatalogue, dict[str, 
             {"name": "slac", "role": "satellite", "share": 0.2, "storage": f"file://{roots['slac']}"},
         ],
         "transfer": {"retries": 2, "backoff_s": 0.0, **transfer},
+        "replication": replication or {"backend": "embedded"},
     }
     return parse_catalogue(data, "test"), roots
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "rucio"])
 def world(request: pytest.FixtureRequest, db: Database, tmp_path: Path) -> Iterator[World]:
-    cat, roots = _catalogue(tmp_path)
-    backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
+    tag = uuid.uuid4().hex[:8]
+    replication: dict[str, object] = {"backend": "embedded"}
+    if request.param == "rucio":
+        server = request.getfixturevalue("rucio_server")
+        replication = {
+            "backend": "rucio",
+            "host": server.url,
+            "username": USERNAME,
+            "password": PASSWORD,
+            "rse_suffix": f"_T{tag.upper()}",  # RSEs are server-wide: one set per test
+        }
+    cat, roots = _catalogue(tmp_path, replication)
+    backend = get_replication(cat)
     engine = TransferEngine(db, cat, backend)
-    yield World(db, cat, backend, engine, roots)
+    yield World(db, cat, backend, engine, roots, f"t{tag}")
     engine.close()
 
 
 def test_rule_to_satellite_replicates_verified_copies(world: World) -> None:
-    rows = world.register("dr1:raw/tract0001", 6)
+    rows = world.register(world.did("raw/tract0001"), 6)
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0001", "country=fr")
+        rule = world.backend.add_rule(s, world.did("raw/tract0001"), "country=fr")
     assert rule.state is RuleState.REPLICATING and rule.sites == ("in2p3",)
     assert (rule.locks_ok, rule.locks_replicating) == (0, 6)
     report = world.engine.run(max_seconds=60)
     assert (report.done, report.failed, report.pending) == (6, 0, 0)
     with world.db.session() as s:
         rule = world.backend.rule(s, rule.id)
-        replicas = world.backend.replicas(s, "dr1:raw/tract0001")
+        replicas = world.backend.replicas(s, world.did("raw/tract0001"))
     assert rule.state is RuleState.OK and rule.locks_ok == 6 and rule.stuck_reason is None
+    assert world.rucio_rule_state(rule.id) in (None, "OK")
     assert {(r.site, r.state) for r in replicas} == {
         ("ncsa", ReplicaState.AVAILABLE),
         ("in2p3", ReplicaState.AVAILABLE),
@@ -100,44 +141,46 @@ def test_rule_to_satellite_replicates_verified_copies(world: World) -> None:
     assert not list(world.roots["in2p3"].rglob(".*part-*")), "no temporary files left"
     # the same rule again is the same rule; a second engine run has nothing to do
     with world.db.session() as s:
-        assert world.backend.add_rule(s, "dr1:raw/tract0001", "country=fr").id == rule.id
+        assert world.backend.add_rule(s, world.did("raw/tract0001"), "country=fr").id == rule.id
     assert world.engine.run(max_seconds=10).submitted == 0
 
 
 def test_rule_on_sites_holding_everything_is_ok_at_once(world: World) -> None:
-    world.register("dr1:raw/tract0002", 3)
+    world.register(world.did("raw/tract0002"), 3)
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0002", "role=lead")
+        rule = world.backend.add_rule(s, world.did("raw/tract0002"), "role=lead")
         queued = s.execute(text("SELECT count(*) FROM transfers")).scalar_one()
     assert rule.state is RuleState.OK and rule.sites == ("ncsa",) and queued == 0
+    assert world.rucio_rule_state(rule.id) in (None, "OK")
 
 
 def test_two_copies_among_satellites(world: World) -> None:
-    world.register("dr1:raw/tract0003", 2)
+    world.register(world.did("raw/tract0003"), 2)
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0003", "role=satellite", copies=2)
+        rule = world.backend.add_rule(s, world.did("raw/tract0003"), "role=satellite", copies=2)
     world.engine.run(max_seconds=60)
     with world.db.session() as s:
         rule = world.backend.rule(s, rule.id)
     assert rule.state is RuleState.OK and rule.sites == ("in2p3", "slac") and rule.locks_ok == 4
+    assert world.rucio_rule_state(rule.id) in (None, "OK")
 
 
 def test_bad_rules_are_refused(world: World) -> None:
-    world.register("dr1:raw/tract0004", 1)
+    world.register(world.did("raw/tract0004"), 1)
     with world.db.session() as s:
         with pytest.raises(InvalidInputError, match="matches 0 site"):
-            world.backend.add_rule(s, "dr1:raw/tract0004", "country=de")
+            world.backend.add_rule(s, world.did("raw/tract0004"), "country=de")
         with pytest.raises(InvalidInputError, match="position"):
-            world.backend.add_rule(s, "dr1:raw/tract0004", "site=(")
+            world.backend.add_rule(s, world.did("raw/tract0004"), "site=(")
         with pytest.raises(NotFoundError, match="not registered"):
-            world.backend.add_rule(s, "dr1:raw/nothing", "site=in2p3")
+            world.backend.add_rule(s, world.did("raw/nothing"), "site=in2p3")
 
 
 def test_missing_source_makes_the_rule_stuck_with_its_reason(world: World) -> None:
-    rows = world.register("dr1:raw/tract0005", 3)
+    rows = world.register(world.did("raw/tract0005"), 3)
     (world.roots["ncsa"] / rows[1].name).unlink()
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0005", "site=in2p3")
+        rule = world.backend.add_rule(s, world.did("raw/tract0005"), "site=in2p3")
     report = world.engine.run(max_seconds=60)
     assert (report.done, report.failed) == (2, 1)
     with world.db.session() as s:
@@ -149,11 +192,11 @@ def test_missing_source_makes_the_rule_stuck_with_its_reason(world: World) -> No
 
 
 def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
-    rows = world.register("dr1:raw/tract0006", 2)
+    rows = world.register(world.did("raw/tract0006"), 2)
     src = world.roots["ncsa"] / rows[0].name
     src.write_bytes(bytes(b ^ 0xFF for b in src.read_bytes()))  # same size, different bytes
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0006", "site=in2p3")
+        rule = world.backend.add_rule(s, world.did("raw/tract0006"), "site=in2p3")
     report = world.engine.run(max_seconds=60)
     assert (report.done, report.retried, report.failed) == (1, 2, 1)  # 1 + retries=2 attempts, then given up
     assert not (world.roots["in2p3"] / rows[0].name).exists(), "a bad copy never stays under its real name"
@@ -166,7 +209,7 @@ def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
             ),
             {"n": rows[0].name},
         ).one()
-        states = {(r.name, r.site): r.state for r in world.backend.replicas(s, "dr1:raw/tract0006")}
+        states = {(r.name, r.site): r.state for r in world.backend.replicas(s, world.did("raw/tract0006"))}
     assert (attempts, failure) == (3, "checksum")
     assert states[(rows[0].name, "in2p3")] is ReplicaState.BAD
     assert states[(rows[1].name, "in2p3")] is ReplicaState.AVAILABLE
@@ -175,23 +218,25 @@ def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
 
 
 def test_unwritable_destination_is_stuck_with_reason(world: World) -> None:
-    world.register("dr1:raw/tract0007", 1)
+    world.register(world.did("raw/tract0007"), 1)
     (world.roots["in2p3"] / "raw").write_text("a file where a directory should be\n")
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0007", "site=in2p3")
+        rule = world.backend.add_rule(s, world.did("raw/tract0007"), "site=in2p3")
     report = world.engine.run(max_seconds=60)
     assert report.failed == 1
     with world.db.session() as s:
         rule = world.backend.rule(s, rule.id)
-        (state,) = {r.state for r in world.backend.replicas(s, "dr1:raw/tract0007") if r.site == "in2p3"}
+        (state,) = {
+            r.state for r in world.backend.replicas(s, world.did("raw/tract0007")) if r.site == "in2p3"
+        }
     assert state is ReplicaState.UNAVAILABLE
     assert rule.state is RuleState.STUCK and rule.stuck_reason and "cannot write" in rule.stuck_reason
 
 
 def test_declared_bad_replica_is_copied_again(world: World) -> None:
-    rows = world.register("dr1:raw/tract0008", 2)
+    rows = world.register(world.did("raw/tract0008"), 2)
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0008", "site=in2p3")
+        rule = world.backend.add_rule(s, world.did("raw/tract0008"), "site=in2p3")
     world.engine.run(max_seconds=60)
     damaged = world.roots["in2p3"] / rows[0].name
     damaged.write_bytes(b"garbage")
@@ -203,16 +248,19 @@ def test_declared_bad_replica_is_copied_again(world: World) -> None:
         assert world.backend.rule(s, rule.id).state is RuleState.REPLICATING
         (reason,) = s.execute(text("SELECT reason FROM bad_replicas")).scalars()
     assert reason == "audit: size mismatch"
+    assert world.rucio_replica_state(rows[0].name, "in2p3") in (None, "BAD"), "declared bad in Rucio too"
     world.engine.run(max_seconds=60)
     with world.db.session() as s:
         assert world.backend.rule(s, rule.id).state is RuleState.OK
     assert damaged.read_bytes() == (world.roots["ncsa"] / rows[0].name).read_bytes()
+    assert world.rucio_replica_state(rows[0].name, "in2p3") in (None, "AVAILABLE")
+    assert world.rucio_rule_state(rule.id) in (None, "OK")
 
 
 def test_bad_replica_without_healthy_copy_is_stuck_and_says_so(world: World) -> None:
-    rows = world.register("dr1:raw/tract0009", 1)
+    rows = world.register(world.did("raw/tract0009"), 1)
     with world.db.session() as s:
-        rule = world.backend.add_rule(s, "dr1:raw/tract0009", "site=ncsa")
+        rule = world.backend.add_rule(s, world.did("raw/tract0009"), "site=ncsa")
         world.backend.declare_bad(s, [(rows[0].name, "ncsa")], "audit: adler32 mismatch", source="audit")
         info = world.backend.rule(s, rule.id)
     assert info.state is RuleState.STUCK and info.stuck_reason is not None
@@ -223,10 +271,10 @@ def test_active_transfers_per_link_are_limited(db: Database, tmp_path: Path) -> 
     cat, roots = _catalogue(tmp_path, max_active=2)
     backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
     engine = TransferEngine(db, cat, backend)
-    w = World(db, cat, backend, engine, roots)
-    w.register("dr1:raw/tract0010", 5)
+    w = World(db, cat, backend, engine, roots, "dr1")
+    w.register(w.did("raw/tract0010"), 5)
     with db.session() as s:
-        backend.add_rule(s, "dr1:raw/tract0010", "site=slac")
+        backend.add_rule(s, w.did("raw/tract0010"), "site=slac")
     first = engine.run_once()
     assert first.submitted == 2 and first.pending == 3
     total = engine.run(max_seconds=60)

@@ -117,3 +117,18 @@ def check(expression: str) -> str:
     """Raise :class:`InvalidInputError` if ``expression`` does not parse; return it."""
     _Parser(expression, []).parse()
     return expression
+
+
+def to_rucio(expression: str) -> str:
+    """The same expression in Rucio's syntax: a bare site name becomes ``site=NAME`` (in Rucio a bare
+    term is an RSE name); everything else is already Rucio's, since satdrp mirrors ``site``, ``role`` and
+    the catalogue's attributes as RSE attributes."""
+    check(expression)
+    tokens = _tokens(expression)
+    out: list[str] = []
+    for i, (tok, _) in enumerate(tokens):
+        word = tok not in ("|", "&", "\\", "(", ")", "=", "*")
+        after_eq = i > 0 and tokens[i - 1][0] == "="
+        before_eq = i + 1 < len(tokens) and tokens[i + 1][0] == "="
+        out.append(f"site={tok}" if word and not after_eq and not before_eq else tok)
+    return "".join(out)

@@ -1,0 +1,191 @@
+"""A real Rucio 41 server on 127.0.0.1 for the contract tests: PostgreSQL database, schema and root
+account bootstrapped, REST API under gunicorn with userpass auth (recipe: ../shared/reference/rucio).
+
+The server lives in its own venv (``.venv-rucio``, made by ``scripts/install-rucio-server.sh``);
+the tests talk to it only through rucio-clients, as satdrp does in production.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from bookkeeping.pgserver import PgServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+USERNAME, PASSWORD = "ddmlab", "secret-for-tests"
+
+CONFIG = """\
+[common]
+loglevel = WARNING
+logdir = {base}/logs
+
+[database]
+default = {db_url}
+pool_size = 10
+max_overflow = 20
+
+[bootstrap]
+userpass_identity = {username}
+userpass_pwd = {password}
+userpass_email = ddmlab@example.org
+
+[alembic]
+cfg = {base}/alembic.ini
+
+[policy]
+permission = generic
+schema = generic
+lfn2pfn_algorithm_default = identity
+
+[client]
+rucio_host = {url}
+auth_host = {url}
+auth_type = userpass
+username = {username}
+password = {password}
+account = root
+auth_token_file_path = {base}/tokens/root
+
+[monitor]
+enable_metrics = False
+"""
+
+ALEMBIC = """\
+[alembic]
+sqlalchemy.url = {db_url}
+script_location = {migrate_repo}
+
+[loggers]
+keys = root,sqlalchemy,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+qualname =
+
+[logger_sqlalchemy]
+level = WARNING
+handlers =
+qualname = sqlalchemy.engine
+
+[logger_alembic]
+level = WARNING
+handlers =
+qualname = alembic
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %%(levelname)-5.5s [%%(name)s] %%(message)s
+"""
+
+
+def server_venv() -> Path:
+    return Path(os.environ.get("DRP_RUCIO_SERVER_VENV", ROOT / ".venv-rucio"))
+
+
+@dataclass
+class RucioServer:
+    base: Path
+    pg: PgServer
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> RucioServer:
+        venv = server_venv()
+        if not (venv / "bin" / "gunicorn").exists():
+            raise RuntimeError(f"no Rucio server venv at {venv} (run scripts/install-rucio-server.sh)")
+        (self.base / "logs").mkdir(parents=True, exist_ok=True)
+        (self.base / "tokens").mkdir(exist_ok=True)
+        db_url = self.pg.create_database("rucio")
+        site = next((venv / "lib").glob("python3*/site-packages"))
+        self.port = free_port()
+        fmt = {
+            "base": self.base,
+            "db_url": db_url,
+            "url": self.url,
+            "username": USERNAME,
+            "password": PASSWORD,
+        }
+        (self.base / "rucio.cfg").write_text(CONFIG.format(**fmt))
+        (self.base / "alembic.ini").write_text(
+            ALEMBIC.format(db_url=db_url, migrate_repo=site / "rucio/db/sqla/migrate_repo")
+        )
+        env = {**os.environ, "RUCIO_CONFIG": str(self.base / "rucio.cfg"), "TMPDIR": str(self.base)}
+        boot = subprocess.run(
+            [
+                str(venv / "bin/python"),
+                "-c",
+                "from rucio.db.sqla.util import build_database, create_base_vo, create_root_account;"
+                "build_database(); create_base_vo(); create_root_account()",
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if boot.returncode != 0:
+            raise RuntimeError(f"Rucio bootstrap failed: {boot.stderr.strip().splitlines()[-1:]}")
+        log = open(self.base / "logs" / "gunicorn.out", "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(venv / "bin/gunicorn"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "120",
+                "--keep-alive",
+                "75",
+                "rucio.web.rest.flaskapi.v1.main:application",
+            ],
+            env=env,
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Rucio server exited: see {self.base / 'logs' / 'gunicorn.out'}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"Rucio server not ready after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

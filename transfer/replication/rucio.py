@@ -1,0 +1,386 @@
+"""The ``rucio`` replication back-end: datasets, replicas and rules in a real Rucio, through rucio-clients.
+
+satdrp's bookkeeping stays the operators' record: everything done in Rucio is mirrored there with the
+same logic as the embedded back-end (placement, transfers, reasons), and Rucio is told of every
+change satdrp makes:
+
+- sites are RSEs named ``SITE`` upper-cased plus ``rse_suffix``, with a ``file`` (posix) or ``root``
+  protocol at the site's storage root, deterministic with the ``identity`` path algorithm, and the
+  attributes ``site``, ``role`` and the catalogue's own (so rule expressions mean the same in both);
+- a file's DID is its logical name split at the first ``/``: ``dr1/raw/x.fits`` is ``dr1:raw/x.fits``
+  (its path under the RSE prefix is then exactly the logical name);
+- a rule is created in Rucio, its expression restricted to the catalogue's RSEs, and placed where
+  Rucio put its locks; Rucio queues transfer requests,
+  but with no FTS here satdrp's engine copies, verifies, and then sets the destination replicas
+  AVAILABLE in Rucio (``update_replicas_states``), which completes the locks and the rule;
+- bad replicas are declared in Rucio (``declare_bad_file_replicas``) with the reason, and in
+  bookkeeping; a Rucio rule that Rucio itself marks STUCK shows Rucio's error as its reason.
+
+Credentials come from settings (``password`` or, better, ``password_env``) and are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from bookkeeping.bulk import FileRow, RegisterResult
+from bookkeeping.models import Dataset, Rule, RuleSite
+from bookkeeping.states import ReplicaState, RuleState
+from drp.errors import ConfigError, DrpError, InvalidInputError
+from sites.catalogue import SiteCatalogue, SiteConfig
+from transfer.expressions import to_rucio
+
+from .base import ReplicationSettings, RuleInfo, StepReport, split_did
+from .embedded import EmbeddedBackend, ensure_sites
+
+CHUNK = 500
+
+
+class RucioError(DrpError):
+    """The Rucio server refused or could not be reached."""
+
+
+class RucioSettings(ReplicationSettings):
+    host: str = Field(pattern=r"^https?://", description="Rucio REST endpoint")
+    auth_host: str | None = Field(default=None, pattern=r"^https?://")
+    account: str = "root"
+    auth_type: Literal["userpass", "x509", "x509_proxy", "oidc"] = "userpass"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = Field(default=None, description="environment variable holding the password")
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_cert: str | None = None
+    rse_suffix: str = Field(default="_DISK", pattern=r"^[A-Z0-9_-]*$")
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+def file_did(name: str) -> tuple[str, str]:
+    """Logical file name → Rucio (scope, name): the first path component is the scope."""
+    scope, sep, rest = name.partition("/")
+    if not sep or not rest:
+        raise InvalidInputError(
+            f"file {name!r}: with Rucio, logical names are SCOPE/PATH (e.g. dr1/raw/x.fits)"
+        )
+    return scope, rest
+
+
+def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class RucioBackend(EmbeddedBackend):
+    name = "rucio"
+    Settings = RucioSettings
+    settings: RucioSettings
+
+    def __init__(self, settings: RucioSettings, catalogue: SiteCatalogue) -> None:
+        super().__init__(settings, catalogue)
+        self._client: Any = None
+        self._topology_done = False
+        self._scopes: set[str] = set()
+
+    # -- connection and topology -------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from rucio.client import Client
+
+            s = self.settings
+            creds: dict[str, str] = {}
+            if s.auth_type == "userpass":
+                password = s.password.get_secret_value() if s.password else None
+                if s.password_env:
+                    password = os.environ.get(s.password_env)
+                    if password is None:
+                        raise ConfigError(
+                            "site catalogue", "replication.password_env", f"${s.password_env} is not set"
+                        )
+                if not s.username or password is None:
+                    raise ConfigError(
+                        "site catalogue", "replication", "userpass needs username and password(_env)"
+                    )
+                creds = {"username": s.username, "password": password}
+            elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
+                creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
+            try:
+                self._client = Client(
+                    rucio_host=s.host,
+                    auth_host=s.auth_host or s.host,
+                    account=s.account,
+                    auth_type=s.auth_type,
+                    creds=creds,
+                    ca_cert=s.ca_cert,
+                    timeout=s.timeout_s,
+                )
+            except Exception as err:  # rucio raises its own tree; say which server, never the password
+                raise RucioError(
+                    f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
+                ) from err
+        return self._client
+
+    def rse(self, site: str) -> str:
+        return site.upper().replace("-", "_") + self.settings.rse_suffix
+
+    def _protocol(self, site: SiteConfig) -> dict[str, Any]:
+        url = urlparse(site.storage)
+        domains = {
+            "lan": {"read": 1, "write": 1, "delete": 1},
+            "wan": {
+                "read": 1,
+                "write": 1,
+                "delete": 1,
+                "third_party_copy_read": 1,
+                "third_party_copy_write": 1,
+            },
+        }
+        if url.scheme == "file":
+            return {
+                "scheme": "file",
+                "impl": "rucio.rse.protocols.posix.Default",
+                "hostname": "",
+                "port": 0,
+                "prefix": url.path.rstrip("/") + "/",
+                "domains": domains,
+            }
+        if url.scheme == "root":
+            return {
+                "scheme": "root",
+                "impl": "rucio.rse.protocols.xrootd.Default",
+                "hostname": url.hostname or "",
+                "port": url.port or 1094,
+                "prefix": "/" + url.path.lstrip("/").rstrip("/") + "/",
+                "domains": domains,
+            }
+        scheme = "davs" if url.scheme in ("davs", "https") else url.scheme
+        return {
+            "scheme": scheme,
+            "impl": "rucio.rse.protocols.gfal.Default",
+            "hostname": url.hostname or "",
+            "port": url.port or 443,
+            "prefix": url.path.rstrip("/") + "/",
+            "domains": domains,
+        }
+
+    def ensure_topology(self) -> None:
+        """RSEs, protocols, attributes, quotas and distances for the catalogue's sites (idempotent)."""
+        if self._topology_done:
+            return
+        from rucio.common.exception import Duplicate, RSEProtocolPriorityError
+
+        c = self.client
+        rses = []
+        for site in self.catalogue.sites:
+            rse = self.rse(site.name)
+            rses.append(rse)
+            try:
+                c.add_rse(rse)
+            except Duplicate:
+                pass
+            try:
+                c.add_protocol(rse, self._protocol(site))
+            except (Duplicate, RSEProtocolPriorityError):
+                pass
+            for key, value in {**site.all_attributes, "lfn2pfn_algorithm": "identity"}.items():
+                c.add_rse_attribute(rse, key, value)
+            c.set_local_account_limit(self.settings.account, rse, -1)
+        for a in rses:
+            for b in rses:
+                if a < b:
+                    try:
+                        c.add_distance(a, b, {"distance": 1})
+                        c.add_distance(b, a, {"distance": 1})
+                    except Duplicate:
+                        pass
+        self._topology_done = True
+
+    def _scope(self, scope: str) -> None:
+        if scope in self._scopes:
+            return
+        from rucio.common.exception import Duplicate
+
+        try:
+            self.client.add_scope(self.settings.account, scope)
+        except Duplicate:
+            pass
+        self._scopes.add(scope)
+
+    # -- catalogue ---------------------------------------------------------------------------------
+    def register(
+        self,
+        session: Session,
+        dataset: str,
+        files: Iterable[FileRow],
+        site: str,
+        *,
+        campaign: str | None = None,
+    ) -> RegisterResult:
+        from rucio.common.exception import DataIdentifierAlreadyExists
+
+        rows = list(files)
+        dids = [file_did(r.name) for r in rows]  # validate before anything is written
+        result = super().register(session, dataset, rows, site, campaign=campaign)
+        self.ensure_topology()
+        scope, name = split_did(dataset)
+        self._scope(scope)
+        for s in {d[0] for d in dids}:
+            self._scope(s)
+        try:
+            self.client.add_dataset(scope, name)
+        except DataIdentifierAlreadyExists:
+            pass
+        replicas = [
+            {"scope": s, "name": n, "bytes": r.size, "adler32": r.adler32}
+            for (s, n), r in zip(dids, rows, strict=True)
+        ]
+        for chunk in _chunks(replicas):
+            self.client.add_replicas(self.rse(site), list(chunk))
+        for chunk in _chunks([{"scope": s, "name": n} for s, n in dids]):
+            self.client.attach_dids(scope, name, list(chunk))
+        return result
+
+    # -- rules -------------------------------------------------------------------------------------
+    def add_rule(
+        self, session: Session, dataset: str, expression: str, copies: int = 1, *, campaign: str | None = None
+    ) -> RuleInfo:
+        self.ensure_topology()
+        return super().add_rule(session, dataset, expression, copies, campaign=campaign)
+
+    def _rucio_rule(self, session: Session, rule: Rule) -> str:
+        """Create the rule in Rucio (or find the identical one); returns its id."""
+        from rucio.common.exception import DuplicateRule
+
+        ds = session.get(Dataset, rule.dataset_id)
+        assert ds is not None
+        # A Rucio instance serves many sites (and experiments): only this catalogue's RSEs qualify.
+        mine = "|".join(sorted(self.rse(site.name) for site in self.catalogue.sites))
+        expr = f"({to_rucio(rule.site_expression)})&({mine})"
+        did = {"scope": ds.scope, "name": ds.name}
+        try:
+            (rule_id,) = self.client.add_replication_rule(
+                [did], rule.copies, expr, account=self.settings.account, grouping="DATASET"
+            )
+        except DuplicateRule:
+            found = [
+                r
+                for r in self.client.list_replication_rules(did)
+                if r["rse_expression"] == expr
+                and r["copies"] == rule.copies
+                and r["account"] == self.settings.account
+            ]
+            if not found:
+                raise
+            rule_id = found[0]["id"]
+        return str(rule_id)
+
+    def _place(self, session: Session, rule: Rule, ids: dict[str, int]) -> list[int] | str:
+        if rule.external_id is None:
+            rule.external_id = self._rucio_rule(session, rule)
+        by_rse = {self.rse(s.name): s.name for s in self.catalogue.sites}
+        rses = {lock["rse"] for lock in self.client.list_replica_locks(rule.external_id)}
+        unknown = rses - set(by_rse)
+        if unknown:
+            return f"Rucio placed the rule on RSEs outside the catalogue: {', '.join(sorted(unknown))}"
+        if not rses:
+            return super()._place(session, rule, ids)
+        chosen = [ids[by_rse[r]] for r in sorted(rses)]
+        session.add_all(RuleSite(rule_id=rule.id, site_id=s) for s in chosen)
+        session.flush()
+        return chosen
+
+    def step(self, session: Session) -> StepReport:
+        report = super().step(session)
+        for rule in session.scalars(
+            select(Rule).where(Rule.external_id.is_not(None), Rule.state != RuleState.SUSPENDED)
+        ):
+            self._reconcile(session, rule)
+        return report
+
+    def _reconcile(self, session: Session, rule: Rule) -> None:
+        """Push AVAILABLE replicas Rucio has not heard of (after a crash between the two), then show
+        Rucio's own STUCK error when bookkeeping has none."""
+        assert rule.external_id is not None
+        info = self.client.get_replication_rule(rule.external_id)
+        if info["state"] == "REPLICATING":
+            pending = [
+                (lk["rse"], lk["scope"], lk["name"])
+                for lk in self.client.list_replica_locks(rule.external_id)
+                if lk["state"] != "OK"
+            ]
+            names = {f"{s}/{n}": (rse, s, n) for rse, s, n in pending}
+            if names:
+                by_rse = {self.rse(s.name): s.name for s in self.catalogue.sites}
+                site_ids = ensure_sites(session, self)
+                available = set()
+                for fname, site_id in session.execute(
+                    text(
+                        "SELECT f.name, r.site_id FROM files f JOIN replicas r ON r.file_id = f.id "
+                        "WHERE f.dataset_id = :d AND r.state = :a"
+                    ),
+                    {"d": rule.dataset_id, "a": int(ReplicaState.AVAILABLE)},
+                ):
+                    available.add((fname, site_id))
+                push: dict[str, list[dict[str, str]]] = defaultdict(list)
+                for fname, (rse, s, n) in names.items():
+                    if rse in by_rse and (fname, site_ids[by_rse[rse]]) in available:
+                        push[rse].append({"scope": s, "name": n, "state": "A"})
+                for rse, files in push.items():
+                    for chunk in _chunks(files):
+                        self.client.update_replicas_states(rse, list(chunk))
+        elif info["state"] == "STUCK" and rule.state is not RuleState.STUCK:
+            self._set_state(
+                session, rule, RuleState.STUCK, f"Rucio: {info.get('error') or 'stuck, no error given'}"
+            )
+
+    # -- replicas ----------------------------------------------------------------------------------
+    def copied(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
+        super().copied(session, replicas)
+        self._set_in_rucio(session, replicas, "A")
+
+    def _set_in_rucio(self, session: Session, replicas: Sequence[tuple[int, int]], state: str) -> None:
+        names = {v: k for k, v in ensure_sites(session, self).items()}
+        by_rse: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for chunk in _chunks(list(replicas)):
+            file_names: dict[int, str] = {
+                int(i): str(n)
+                for i, n in session.execute(
+                    text(
+                        "SELECT id, name FROM files WHERE id IN ("
+                        + ",".join(str(int(f)) for f, _ in chunk)
+                        + ")"
+                    )
+                )
+            }
+            for f, site in chunk:
+                scope, name = file_did(file_names[f])
+                by_rse[self.rse(names[site])].append({"scope": scope, "name": name, "state": state})
+        for rse, files in by_rse.items():
+            for part in _chunks(files):
+                self.client.update_replicas_states(rse, list(part))
+
+    def declare_bad(
+        self,
+        session: Session,
+        replicas: Sequence[tuple[str, str]],
+        reason: str,
+        *,
+        state: ReplicaState = ReplicaState.BAD,
+        source: str = "operator",
+    ) -> int:
+        dids = [
+            {**dict(zip(("scope", "name"), file_did(n), strict=True)), "rse": self.rse(s)}
+            for n, s in replicas
+        ]
+        refused = self.client.declare_bad_file_replicas(dids, reason) if dids else {}
+        if refused:
+            raise RucioError(f"Rucio refused to declare bad replicas: {refused}")
+        return super().declare_bad(session, replicas, reason, state=state, source=source)
