@@ -13,6 +13,13 @@ have_pg() {
 have_pg || missing+=(postgresql-15)
 id postgres >/dev/null 2>&1 || missing+=(postgresql-15)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# XRootD: one server per site in the mover tests (TPC runs /usr/bin/xrdcp on the server side)
+command -v xrootd >/dev/null 2>&1 || missing+=(xrootd-server xrootd-server-plugins xrootd-plugins)
+command -v xrdcp >/dev/null 2>&1 || missing+=(xrootd-client xrootd-client-plugins)
+# the fts3 client needs M2Crypto, which builds from source with swig against OpenSSL
+command -v swig >/dev/null 2>&1 || missing+=(swig)
+[[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
