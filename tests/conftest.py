@@ -109,3 +109,32 @@ def rucio_server(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) 
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def xrootd_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Two XRootD servers on 127.0.0.1 ("ncsa" and "in2p3"), TPC and adler32 enabled."""
+    from tests.xrootd_server import XRootDServer, xrootd_available
+
+    if not xrootd_available():
+        service_unavailable("xrootd/xrdcp not installed (make test installs xrootd-server and xrootd-client)")
+    os.environ.setdefault("XRD_CONNECTIONRETRY", "1")  # fail fast instead of retrying for minutes
+    base = tmp_path_factory.mktemp("xrootd")
+    os.chmod(base, 0o755)
+    for parent in base.parents:  # the server's user must traverse down to its data
+        if parent == parent.parent:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    servers = {name: XRootDServer(name, base / name) for name in ("ncsa", "in2p3")}
+    try:
+        for s in servers.values():
+            s.start()
+    except RuntimeError as err:
+        for s in servers.values():
+            s.stop()
+        service_unavailable(f"XRootD servers did not start: {err}")
+    try:
+        yield dict(servers)
+    finally:
+        for s in servers.values():
+            s.stop()
