@@ -193,19 +193,19 @@ class FTS3Mover(Mover):
                 )
                 continue
             for f in status.get("files", []):
-                transfer_id = files.get(int(f.get("file_index", -1)))
-                if transfer_id is None:
+                tid = files.get(int(f.get("file_index", -1)))
+                if tid is None:
                     continue
                 state = f.get("file_state", "")
                 reason = f.get("reason") or ""
                 duration = float(f.get("tx_duration") or 0.0)
                 if state == "FINISHED":
                     size = int(f.get("filesize") or f.get("user_filesize") or 0)
-                    results.append(TransferResult(transfer_id, Outcome.DONE, None, "", size, duration))
+                    results.append(TransferResult(tid, Outcome.DONE, None, "", size, duration))
                 elif state == "FAILED":
                     results.append(
                         TransferResult(
-                            transfer_id,
+                            tid,
                             Outcome.FAILED,
                             classify(reason),
                             f"FTS job {job_id}: {reason}",
@@ -216,11 +216,11 @@ class FTS3Mover(Mover):
                 elif state == "CANCELED":
                     results.append(
                         TransferResult(
-                            transfer_id, Outcome.FAILED, FailureKind.CANCELLED, f"FTS job {job_id} canceled"
+                            tid, Outcome.FAILED, FailureKind.CANCELLED, f"FTS job {job_id} canceled"
                         )
                     )
                 else:
-                    results.append(TransferResult(transfer_id, Outcome.ACTIVE))
+                    results.append(TransferResult(tid, Outcome.ACTIVE))
         return results
 
     def cancel(self, external_ids: Mapping[int, str]) -> None:
