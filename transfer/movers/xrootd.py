@@ -119,13 +119,13 @@ class XRootDMover(Mover):
                 if stat is not None and stat.size == req.size:
                     result = TransferResult(req.transfer_id, Outcome.DONE, None, "", req.size, seconds)
                 else:
-                    self.delete(req.dest)
                     got = "absent" if stat is None else f"{stat.size} bytes"
                     result = TransferResult(
                         req.transfer_id,
                         Outcome.FAILED,
                         FailureKind.CHECKSUM,
-                        f"{req.dest}: {got} after the copy, catalogue says {req.size}; removed",
+                        f"{req.dest}: {got} after the copy, catalogue says {req.size}; "
+                        + self._remove(req.dest),
                         0,
                         seconds,
                     )
@@ -133,13 +133,21 @@ class XRootDMover(Mover):
                 kind = classify(status) if status is not None else FailureKind.OTHER
                 message = str(getattr(status, "message", "no status returned")).strip()
                 if kind is FailureKind.CHECKSUM:
-                    self.delete(req.dest)
-                    message += f" (destination adler32 differs from the catalogue's {req.adler32}; removed)"
+                    removed = self._remove(req.dest)
+                    message += f" (destination adler32 differs from the catalogue's {req.adler32}; {removed})"
                 result = TransferResult(
                     req.transfer_id, Outcome.FAILED, kind, f"{req.source} → {req.dest}: {message}", 0, seconds
                 )
             out.append(Submitted(req.transfer_id, result=result))
         return out
+
+    def _remove(self, url: str) -> str:
+        """Remove a bad copy; one that cannot be removed is reported, not raised (the batch goes on)."""
+        try:
+            self.delete(url)
+        except OSError as err:
+            return f"could not remove the bad copy: {err}"
+        return "bad copy removed"
 
     def poll(self, external_ids: Mapping[int, str]) -> list[TransferResult]:
         return [
