@@ -34,16 +34,15 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 
 from bookkeeping.bulk import SiteRow
 from bookkeeping.states import SiteRole
+from drp.configfile import config_error, read_toml
 from drp.errors import ConfigError
 
 DEFAULT_SITES_FILE = "sites.toml"
@@ -233,28 +232,6 @@ def consistency_problem(cat: SiteCatalogue) -> tuple[str | None, str] | None:
     return None
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part + 1}]"  # 1-based, as an operator counts [[site]] tables
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _reason(err: ErrorDetails) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key"
-    if err["type"] == "missing":
-        return "required key is missing"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    if err["type"] in ("greater_than_equal", "less_than_equal"):
-        msg = f"{msg} (got {err.get('input')!r})"
-    return msg
-
-
 def parse_catalogue(data: dict[str, Any], source: str) -> SiteCatalogue:
     try:
         return SiteCatalogue.model_validate(data)
@@ -268,24 +245,10 @@ def parse_catalogue(data: dict[str, Any], source: str) -> SiteCatalogue:
             problem = consistency_problem(cat)
             if problem is not None:
                 raise ConfigError(source, *problem) from err
-        extra = len(err.errors()) - 1
-        reason = _reason(first) + (f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else "")
-        raise ConfigError(source, _key(first["loc"]) or None, reason) from err
+        raise config_error(source, err) from err
 
 
 def load_catalogue(path: str | os.PathLike[str] | None = None) -> SiteCatalogue:
     """Read and validate a site catalogue; ``None`` means ``$DRP_SITES`` or ``./sites.toml``."""
     p = Path(path or os.environ.get("DRP_SITES") or DEFAULT_SITES_FILE)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError as err:
-        raise ConfigError(str(p), None, "file not found (pass --sites PATH or set DRP_SITES)") from err
-    except OSError as err:
-        raise ConfigError(str(p), None, f"cannot read: {err.strerror}") from err
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(str(p), None, "not UTF-8 text") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(p), None, f"invalid TOML: {err}") from err
-    return parse_catalogue(data, str(p))
+    return parse_catalogue(read_toml(p, "pass --sites PATH or set DRP_SITES"), str(p))
