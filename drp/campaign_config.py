@@ -1,0 +1,115 @@
+"""``campaign.toml``: what an operator defines for one processing of one release.
+
+Example::
+
+    [campaign]
+    name = "dr1-2026"
+    release = "dr1"                 # the release directory under the lead site's storage root
+    sites = "sites.toml"            # relative to this file
+    workdir = "drp-work"            # workflows and back-end files; relative to this file
+
+    [split]
+    overlap = [0, 5]                # tracts processed at every site, then cross-validated
+
+    [validation]                    # overlap cross-validation thresholds
+    min_match_fraction = 0.95
+    max_position_rms_arcsec = 0.05
+    max_flux_pull_rms = 1.5
+    max_flux_pull_median = 0.3
+    max_coadd_chi2 = 1.5
+
+    [ticks]                         # how much one `drp campaign tick` may do
+    transfer_seconds = 60
+
+Relative paths are resolved against the file's directory. Loaded once, validated, passed explicitly;
+every error names the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from drp.configfile import config_error, read_toml
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class CampaignSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=NAME_PATTERN)
+    release: str = Field(pattern=NAME_PATTERN)
+    sites: Path = Path("sites.toml")
+    workdir: Path = Path("drp-work")
+
+
+class SplitSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    overlap: tuple[int, ...] = ()
+
+    @field_validator("overlap")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(t < 0 for t in v):
+            raise ValueError("tract ids are non-negative")
+        if len(set(v)) != len(v):
+            raise ValueError("a tract is listed twice")
+        return tuple(sorted(v))
+
+
+class ValidationSection(BaseModel):
+    """Thresholds of the overlap cross-validation (per tract, per band where it applies)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    match_radius_arcsec: float = Field(default=0.5, gt=0)
+    min_match_fraction: float = Field(default=0.95, gt=0, le=1)
+    max_position_rms_arcsec: float = Field(default=0.05, gt=0)
+    max_flux_pull_rms: float = Field(default=1.5, gt=0, description="rms of (f1 - f2) / sqrt(e1² + e2²)")
+    max_flux_pull_median: float = Field(default=0.3, gt=0, description="|median| of the same: a bias")
+    max_flag_mismatch_fraction: float = Field(default=0.02, ge=0, le=1)
+    max_coadd_chi2: float = Field(default=1.5, gt=0, description="mean (c1 - c2)² / (v1 + v2) per pixel")
+
+
+class TickSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    transfer_seconds: float = Field(default=60.0, gt=0, description="transfer work per tick")
+    poll_seconds: float = Field(
+        default=5.0, gt=0, description="`campaign run`: pause between ticks that wait"
+    )
+
+
+class CampaignConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    campaign: CampaignSection
+    split: SplitSection = SplitSection()
+    validation: ValidationSection = ValidationSection()
+    ticks: TickSection = TickSection()
+    source: Path = Field(default=Path("campaign.toml"), exclude=True)
+
+    @property
+    def name(self) -> str:
+        return self.campaign.name
+
+    @property
+    def sites_path(self) -> Path:
+        return self._resolve(self.campaign.sites)
+
+    @property
+    def workdir(self) -> Path:
+        return self._resolve(self.campaign.workdir)
+
+    def _resolve(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.source.parent / p).resolve()
+
+
+def parse_campaign(data: dict[str, object], source: Path) -> CampaignConfig:
+    try:
+        return CampaignConfig.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise config_error(str(source), err) from err
+
+
+def load_campaign(path: Path) -> CampaignConfig:
+    """Read and validate a campaign file."""
+    return parse_campaign(read_toml(path, "pass the path of a campaign.toml"), path)
