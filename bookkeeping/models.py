@@ -86,8 +86,22 @@ class Campaign(Base):
     release: Mapped[str] = mapped_column(String(128))
     state: Mapped[CampaignState] = mapped_column(IntEnumType(CampaignState))
     config: Mapped[str] = mapped_column(Text, default="{}")
+    message: Mapped[str | None] = mapped_column(Text)  # why it FAILED or PAUSED; what the last tick did
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+
+
+class CampaignPhase(Base):
+    """One phase of a campaign's state machine: when it started and ended, ticks spent, failures."""
+
+    __tablename__ = "campaign_phases"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    phase: Mapped[CampaignState] = mapped_column(IntEnumType(CampaignState), primary_key=True)
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    ticks: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
 
 
 class Dataset(Base):
