@@ -1,0 +1,540 @@
+"""The campaign driver: a persistent state machine that one bounded, idempotent ``tick`` advances.
+
+Phases (``campaigns.state``; each phase's start, end, ticks and failures in ``campaign_phases``)::
+
+    CREATED ─plan─► PLANNED ─register─► REGISTERED ─► REPLICATING ─► PROCESSING ─► COLLECTING
+        ─► VALIDATING ─► CONSOLIDATING ─► DONE            (FAILED, PAUSED, CANCELLED on the side)
+
+- **plan**: split the release's tracts between the sites (drp.split), stored with its rules.
+- **register**: the raw visits at the lead, each in the input dataset of its home tract (the lowest
+  tract it touches), and the release metadata (manifest, reference catalogue, truth). Rules then
+  send every input dataset to every site that processes a tract its visits touch, and the metadata to
+  every site.
+- **replicate**: the transfer engine works for at most ``ticks.transfer_seconds`` per tick, until every
+  rule of the campaign is OK; a STUCK rule fails the campaign with the rule's reason.
+- **process**: each site's DAG is submitted to its compute back-end (detached) and polled.
+- **collect**: job reports are ingested (attempts, profiles).
+- **validate**: the overlap tracts are cross-validated between the lead and each satellite
+  (drp.crossval); results go to ``validations``; a failure names tract, sites and quantity.
+- **consolidate**: every site's outputs for its own tracts are registered and replicated to every site.
+
+Every phase is idempotent, so ``kill -9`` at any moment followed by another tick resumes: registration
+skips files already catalogued, rules are found again, the engine re-queues interrupted copies, and
+the compute back-end resumes from the job reports on storage. A FAILED campaign keeps the phase it
+failed in; ``retry`` makes it try that phase again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from bookkeeping import bulk
+from bookkeeping.database import Database
+from bookkeeping.models import Campaign, CampaignPhase, Validation
+from bookkeeping.plans import load_plan
+from bookkeeping.states import CampaignState, RuleState
+from drp.campaign_config import CampaignConfig
+from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
+from drp.locking import campaign_lock
+from drp.pipeline.jobs import ReleaseContext
+from drp.split import site_expression, tract_dataset
+from sites.catalogue import SiteCatalogue
+from transfer.checksum import adler32_file
+from transfer.engine import TransferEngine
+from transfer.replication.base import ReplicationBackend
+from transfer.replication.registry import get_replication
+
+TERMINAL = (CampaignState.DONE, CampaignState.FAILED, CampaignState.CANCELLED, CampaignState.PAUSED)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    campaign: str
+    before: str
+    after: str
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        if self.after == CampaignState.DONE.name:
+            return EXIT_OK
+        if self.after in (CampaignState.FAILED.name, CampaignState.CANCELLED.name):
+            return EXIT_FAILED
+        return EXIT_IN_PROGRESS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+class CampaignDriver:
+    def __init__(self, db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.catalogue = catalogue
+        self._replication: ReplicationBackend | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def release(self) -> str:
+        return self.cfg.campaign.release
+
+    @property
+    def replication(self) -> ReplicationBackend:
+        if self._replication is None:
+            self._replication = get_replication(self.catalogue)
+        return self._replication
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def create(self) -> bool:
+        """Create the campaign (and its sites) in bookkeeping; False if it existed already."""
+        with self.db.session() as session:
+            bulk.upsert_sites(session, [s.to_row() for s in self.catalogue.sites])
+            if session.scalar(select(Campaign.id).where(Campaign.name == self.name)) is not None:
+                return False
+            config = self.cfg.model_dump(mode="json")
+            camp = bulk.create_campaign(session, self.name, self.release, config)
+            self._enter(session, camp, CampaignState.CREATED)
+        return True
+
+    def tick(self) -> TickResult:
+        """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs)."""
+        with campaign_lock(self.cfg.workdir, self.name):
+            state = self._state()
+            if state in TERMINAL:
+                return TickResult(self.name, state.name, state.name, self._message() or state.name.lower())
+            handler = self._handlers()[state]
+            try:
+                after, message = handler()
+            except InvalidInputError as err:
+                after, message = CampaignState.FAILED, f"{state.name.lower()}: {err}"
+            self._move(state, after, message)
+            return TickResult(self.name, state.name, after.name, message)
+
+    def run(
+        self, *, max_ticks: int | None = None, on_tick: Callable[[TickResult], None] | None = None
+    ) -> TickResult:
+        """Tick until DONE/FAILED/CANCELLED/PAUSED, pausing between ticks that only wait."""
+        n = 0
+        while True:
+            result = self.tick()
+            n += 1
+            if on_tick is not None:
+                on_tick(result)
+            if result.after in {s.name for s in TERMINAL} or (max_ticks is not None and n >= max_ticks):
+                return result
+            if result.before == result.after:
+                time.sleep(self.cfg.ticks.poll_seconds)
+
+    def retry(self) -> str:
+        """A FAILED campaign goes back to the phase it failed in (its failed transfers re-queued)."""
+        from transfer.ops import retry_failed
+
+        with campaign_lock(self.cfg.workdir, self.name), self.db.session() as session:
+            camp = self._campaign(session)
+            if camp.state is not CampaignState.FAILED:
+                raise InvalidInputError(f"campaign {self.name} is {camp.state.name}, not FAILED")
+            failed_in = session.scalar(
+                select(CampaignPhase.phase)
+                .where(CampaignPhase.campaign_id == camp.id, CampaignPhase.phase != CampaignState.FAILED)
+                .order_by(CampaignPhase.started_at.desc())
+                .limit(1)
+            )
+            phase = failed_in or CampaignState.CREATED
+            requeued = retry_failed(session, rule=None) if phase is CampaignState.REPLICATING else 0
+            camp.state, camp.message, camp.updated_at = phase, f"retrying {phase.name.lower()}", time.time()
+            bulk.log_event(
+                session, "campaign.retry", subject=self.name, campaign_id=camp.id, message=phase.name
+            )
+        return f"{self.name}: back to {phase.name}" + (
+            f", {requeued} transfer(s) re-queued" if requeued else ""
+        )
+
+    def cancel(self) -> str:
+        with self.db.session() as session:
+            camp = self._campaign(session)
+            if camp.state is CampaignState.DONE:
+                return f"{self.name} is DONE; nothing to cancel"
+            camp.state, camp.message, camp.updated_at = (
+                CampaignState.CANCELLED,
+                "cancelled by an operator",
+                time.time(),
+            )
+        from drp import processing
+
+        for site in self.catalogue.sites:
+            try:
+                processing.cancel(self.name, site, self.cfg.workdir)
+            except (NotFoundError, OSError, ValueError):
+                pass
+        return f"{self.name}: CANCELLED"
+
+    # -- phases ------------------------------------------------------------------------------------
+    def _handlers(self) -> dict[CampaignState, Callable[[], tuple[CampaignState, str]]]:
+        return {
+            CampaignState.CREATED: self._plan,
+            CampaignState.PLANNED: self._register,
+            CampaignState.REGISTERED: lambda: (CampaignState.REPLICATING, "replicating inputs"),
+            CampaignState.REPLICATING: lambda: self._replicate(CampaignState.PROCESSING),
+            CampaignState.PROCESSING: self._process,
+            CampaignState.COLLECTING: self._collect,
+            CampaignState.VALIDATING: self._validate,
+            CampaignState.CONSOLIDATING: self._consolidate,
+        }
+
+    def _plan(self) -> tuple[CampaignState, str]:
+        from drp import processing
+
+        stored = processing.plan_campaign(
+            self.db, self.name, self.release, self.catalogue, self.cfg.split.overlap
+        )
+        per_site = {s: len(stored.plan.tracts_of(s)) for s in stored.plan.sites}
+        return CampaignState.PLANNED, f"split plan v{stored.version}: " + ", ".join(
+            f"{s} {n} tracts" for s, n in per_site.items()
+        )
+
+    def _register(self) -> tuple[CampaignState, str]:
+        from drp.processing import site_root
+
+        lead = self.catalogue.lead
+        root = site_root(lead)
+        ctx = ReleaseContext(root, self.release)
+        with self.db.session() as session:
+            stored = load_plan(session, self.name)
+            known = {
+                n
+                for (n,) in session.execute(
+                    text("SELECT name FROM files WHERE name LIKE :p"), {"p": f"{self.release}/%"}
+                )
+            }
+        assert stored is not None
+        plan = stored.plan
+        by_home: dict[int, list[bulk.FileRow]] = {}
+        needs: dict[int, set[str]] = {}
+        for vid, v in sorted(ctx.visits.items()):
+            tracts = sorted({int(t) for t, _ in v["patches"]})
+            if not tracts:
+                continue
+            home = tracts[0]
+            sites = set()
+            for t in tracts:
+                sites |= (
+                    set(plan.sites)
+                    if t in plan.overlap
+                    else ({plan.assignment[t]} if t in plan.assignment else set())
+                )
+            needs.setdefault(home, set()).update(sites)
+            name = ctx.layout.raw(v["band"], vid).as_posix()
+            if name not in known:
+                by_home.setdefault(home, []).append(_file_row(root, name))
+        meta = [
+            p.as_posix()
+            for p in (ctx.layout.manifest(), ctx.layout.refcat(), ctx.layout.truth())
+            if (root / p).is_file() and p.as_posix() not in known
+        ]
+        registered = 0
+        with self.db.session() as session:
+            for home, rows in sorted(by_home.items()):
+                res = self.replication.register(
+                    session, f"{self.release}:{tract_dataset(home)}", rows, lead.name, campaign=self.name
+                )
+                registered += res.n_files
+            if meta:
+                rows = [_file_row(root, n) for n in meta]
+                registered += self.replication.register(
+                    session, f"{self.release}:meta", rows, lead.name, campaign=self.name
+                ).n_files
+            n_sites = len(self.catalogue.sites)
+            rules = 0
+            for home, sites in sorted(needs.items()):
+                if sites:
+                    self.replication.add_rule(
+                        session,
+                        f"{self.release}:{tract_dataset(home)}",
+                        site_expression(sites),
+                        len(sites),
+                        campaign=self.name,
+                    )
+                    rules += 1
+            self.replication.add_rule(session, f"{self.release}:meta", "*", n_sites, campaign=self.name)
+            # the split's own per-tract rules on datasets that hold no visits are satisfied at once
+        return (
+            CampaignState.REGISTERED,
+            f"{registered} files registered at {lead.name}, {rules + 1} input rules",
+        )
+
+    def _replicate(self, then: CampaignState) -> tuple[CampaignState, str]:
+        engine = TransferEngine(self.db, self.catalogue, self.replication)
+        try:
+            report = engine.run(max_seconds=self.cfg.ticks.transfer_seconds, poll_s=0.2)
+        finally:
+            engine.close()
+        with self.db.session() as session:
+            camp = self._campaign(session)
+            rules = self.replication.rules(session)
+            mine = [
+                r
+                for r in rules
+                if _rule_campaign(session, r.id) == camp.id and r.state is not RuleState.SUSPENDED
+            ]
+        stuck = [r for r in mine if r.state is RuleState.STUCK]
+        moved = f"{report.done} copied, {report.retried} retried, {report.failed} given up, {report.pending} pending"
+        if report.pending:
+            return self._state(), moved
+        if stuck:
+            reasons = "; ".join(f"rule {r.id} ({r.dataset}): {r.stuck_reason}" for r in stuck[:3])
+            return CampaignState.FAILED, f"{len(stuck)} rule(s) STUCK: {reasons}"
+        if all(r.state is RuleState.OK for r in mine):
+            return then, f"{len(mine)} rules OK ({moved})"
+        return self._state(), moved
+
+    def _process(self) -> tuple[CampaignState, str]:
+        from drp import processing
+        from sites.compute import RunState
+
+        states: dict[str, str] = {}
+        failed: list[str] = []
+        for site in self.catalogue.sites:
+            spec_dir = processing.workflow_dir(self.cfg.workdir, self.name, site.name)
+            if not (spec_dir / "workflow.json").is_file():
+                report, _ = processing.run(
+                    self.db, self.name, site, processing.site_root(site), self.cfg.workdir, wait=False
+                )
+            else:
+                report, _ = processing.status(self.db, self.name, site, self.cfg.workdir)
+                if report.state in (RunState.FAILED, RunState.NOT_SUBMITTED) and not self._site_gave_up(
+                    site.name
+                ):
+                    report, _ = processing.run(
+                        self.db,
+                        self.name,
+                        site,
+                        processing.site_root(site),
+                        self.cfg.workdir,
+                        wait=False,
+                        restart=True,
+                    )
+                    self._note_failure(site.name)
+            states[site.name] = report.state.value
+            if report.state is RunState.FAILED and self._site_gave_up(site.name):
+                failed.append(f"{site.name}: {report.message or 'jobs failed'}")
+        summary = ", ".join(f"{s} {st}" for s, st in states.items())
+        if failed:
+            return CampaignState.FAILED, "processing failed at " + "; ".join(failed)
+        if all(st == RunState.SUCCEEDED.value for st in states.values()):
+            return CampaignState.COLLECTING, f"processing done: {summary}"
+        return CampaignState.PROCESSING, summary
+
+    def _site_gave_up(self, site: str) -> bool:
+        """A site's run is restarted once by the driver; failing again needs an operator (retry)."""
+        with self.db.session() as session:
+            return self._phase_failures(session, f"restart:{site}") >= 1
+
+    def _note_failure(self, site: str) -> None:
+        with self.db.session() as session:
+            camp = self._campaign(session)
+            bulk.log_event(
+                session, "campaign.restart", subject=site, campaign_id=camp.id, message=f"restart:{site}"
+            )
+
+    def _phase_failures(self, session: Session, key: str) -> int:
+        camp = self._campaign(session)
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM events WHERE campaign_id = :c AND kind = 'campaign.restart' "
+                    "AND message = :m AND ts >= :since"
+                ),
+                {
+                    "c": camp.id,
+                    "m": key,
+                    "since": self._phase_start(session, camp.id, CampaignState.PROCESSING),
+                },
+            ).scalar_one()
+        )
+
+    def _phase_start(self, session: Session, camp_id: int, phase: CampaignState) -> float:
+        started = session.scalar(
+            select(CampaignPhase.started_at).where(
+                CampaignPhase.campaign_id == camp_id, CampaignPhase.phase == phase
+            )
+        )
+        return float(started or 0.0)
+
+    def _collect(self) -> tuple[CampaignState, str]:
+        from drp import processing
+
+        attempts = 0
+        for site in self.catalogue.sites:
+            _, ingested = processing.status(self.db, self.name, site, self.cfg.workdir)
+            attempts += ingested.attempts
+        return CampaignState.VALIDATING, f"job reports collected ({attempts} new attempts)"
+
+    def _validate(self) -> tuple[CampaignState, str]:
+        from drp.crossval import compare_tract
+        from drp.processing import site_root
+
+        lead = self.catalogue.lead
+        ctx = ReleaseContext(site_root(lead), self.release)
+        failures: list[str] = []
+        results = 0
+        with self.db.session() as session:
+            camp = self._campaign(session)
+            session.execute(text("DELETE FROM validations WHERE campaign_id = :c"), {"c": camp.id})
+            for tract in self.cfg.split.overlap:
+                patches = [p.index for p in ctx.skymap.tracts[tract].patches]
+                for other in self.catalogue.sites:
+                    if other.name == lead.name:
+                        continue
+                    result = compare_tract(
+                        (site_root(lead), site_root(other)),
+                        (lead.name, other.name),
+                        self.release,
+                        tract,
+                        patches,
+                        ctx.bands,
+                        self.cfg.validation,
+                    )
+                    results += 1
+                    failures += result.failures()
+                    session.add_all(_validation_rows(camp.id, result))
+        if failures:
+            return CampaignState.FAILED, f"overlap validation failed: {'; '.join(failures[:5])}" + (
+                f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+            )
+        return CampaignState.CONSOLIDATING, f"overlap validation passed ({results} tract comparisons)"
+
+    def _consolidate(self) -> tuple[CampaignState, str]:
+        from drp.processing import site_root
+        from drp.workflow import WorkflowSpec
+
+        with self.db.session() as session:
+            stored = load_plan(session, self.name)
+            known = {
+                n
+                for (n,) in session.execute(
+                    text("SELECT name FROM files WHERE name LIKE :p"), {"p": f"{self.release}/%"}
+                )
+            }
+        assert stored is not None
+        n_sites = len(self.catalogue.sites)
+        registered = 0
+        with self.db.session() as session:
+            for site in self.catalogue.sites:
+                root = site_root(site)
+                from drp import processing
+
+                spec = WorkflowSpec.load(processing.workflow_dir(self.cfg.workdir, self.name, site.name))
+                own = {t for t, s in stored.plan.assignment.items() if s == site.name}
+                if site.role.value == "lead":
+                    own |= set(stored.plan.overlap)  # the lead's overlap outputs are the release's
+                by_tract: dict[int, list[bulk.FileRow]] = {}
+                for node in spec.nodes():
+                    tract = _tract_of(node.data_id)
+                    if tract is None or tract not in own:
+                        continue
+                    for out in node.outputs:
+                        if out not in known and (root / out).is_file():
+                            known.add(out)
+                            by_tract.setdefault(tract, []).append(_file_row(root, out))
+                for tract, rows in sorted(by_tract.items()):
+                    did = f"{self.release}:outputs.tract{tract:04d}"
+                    registered += self.replication.register(
+                        session, did, rows, site.name, campaign=self.name
+                    ).n_files
+                    self.replication.add_rule(session, did, "*", n_sites, campaign=self.name)
+        state, message = self._replicate(CampaignState.DONE)
+        prefix = f"{registered} outputs registered; " if registered else ""
+        return state, prefix + message
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _campaign(self, session: Session) -> Campaign:
+        camp = session.scalar(select(Campaign).where(Campaign.name == self.name))
+        if camp is None:
+            raise NotFoundError(f"campaign {self.name!r} does not exist (run `drp campaign create`)")
+        return camp
+
+    def _state(self) -> CampaignState:
+        with self.db.session() as session:
+            return self._campaign(session).state
+
+    def _message(self) -> str | None:
+        with self.db.session() as session:
+            return self._campaign(session).message
+
+    def _enter(self, session: Session, camp_id: int, phase: CampaignState) -> None:
+        row = session.get(CampaignPhase, (camp_id, phase))
+        if row is None:
+            session.add(
+                CampaignPhase(campaign_id=camp_id, phase=phase, started_at=time.time(), ticks=0, failures=0)
+            )
+        else:
+            row.finished_at = None
+
+    def _move(self, before: CampaignState, after: CampaignState, message: str) -> None:
+        now = time.time()
+        with self.db.session() as session:
+            camp = self._campaign(session)
+            phase = session.get(CampaignPhase, (camp.id, before))
+            if phase is None:
+                phase = CampaignPhase(campaign_id=camp.id, phase=before, started_at=now, ticks=0, failures=0)
+                session.add(phase)
+            phase.ticks = (phase.ticks or 0) + 1
+            phase.message = message
+            if after is CampaignState.FAILED:
+                phase.failures = (phase.failures or 0) + 1
+            if after is not before:
+                phase.finished_at = now
+                self._enter(session, camp.id, after)
+                bulk.log_event(
+                    session,
+                    f"campaign.{after.name.lower()}",
+                    subject=self.name,
+                    campaign_id=camp.id,
+                    message=message,
+                )
+            camp.state, camp.message, camp.updated_at = after, message, now
+
+
+def _file_row(root: Path, name: str) -> bulk.FileRow:
+    adler, size = adler32_file(root / name)
+    return bulk.FileRow(name, size, adler)
+
+
+def _rule_campaign(session: Session, rule_id: int) -> int | None:
+    return session.execute(text("SELECT campaign_id FROM rules WHERE id = :r"), {"r": rule_id}).scalar()
+
+
+def _tract_of(data_id: dict[str, Any]) -> int | None:
+    """The tract a job's outputs belong to (visit-level jobs: None; they are consolidated with inputs)."""
+    t = data_id.get("tract")
+    return int(t) if t is not None else None
+
+
+def _validation_rows(campaign_id: int, result: Any) -> list[Validation]:
+    rows = []
+    for c in result.checks:
+        rows.append(
+            Validation(
+                campaign_id=campaign_id,
+                tract=result.tract,
+                sites=",".join(result.sites),
+                quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
+                value=c.value if c.value == c.value and abs(c.value) != float("inf") else None,
+                threshold=c.limit,
+                passed=c.passed,
+                details=json.dumps({"detail": c.detail, "band": c.band}),
+                created_at=time.time(),
+            )
+        )
+    return rows
