@@ -288,7 +288,9 @@ class CampaignDriver:
                 if _rule_campaign(session, r.id) == camp.id and r.state is not RuleState.SUSPENDED
             ]
         stuck = [r for r in mine if r.state is RuleState.STUCK]
-        moved = f"{report.done} copied, {report.retried} retried, {report.failed} given up, {report.pending} pending"
+        moved = f"{report.done} copied, {report.retried} retried, {report.failed} given up, " + (
+            f"{report.pending} pending"
+        )
         if report.pending:
             return self._state(), moved
         if stuck:
