@@ -778,6 +778,106 @@ def campaign() -> None:
     """Create, drive and inspect campaigns."""
 
 
+_campaign_file = click.argument(
+    "campaign_file", type=click.Path(dir_okay=False, path_type=Path), metavar="CAMPAIGN_TOML"
+)
+
+
+def _driver(ctx: click.Context, campaign_file: Path) -> Any:
+    from drp.campaign import CampaignDriver
+    from drp.campaign_config import load_campaign
+    from sites.catalogue import load_catalogue
+
+    cfg = load_campaign(campaign_file)
+    return CampaignDriver(_checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+
+
+def _print_tick(result: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(result.to_dict())
+    elif result.before == result.after:
+        click.echo(f"{result.campaign} [{result.after}] {result.message}")
+    else:
+        click.echo(f"{result.campaign} {result.before} → {result.after}: {result.message}")
+
+
+@campaign.command("create")
+@_campaign_file
+@click.pass_context
+def campaign_create(ctx: click.Context, campaign_file: Path) -> None:
+    """Record the campaign defined in CAMPAIGN_TOML (and its sites) in bookkeeping; safe to repeat."""
+    driver = _driver(ctx, campaign_file)
+    created = driver.create()
+    click.echo(f"campaign {driver.name} {'created' if created else 'exists already'}")
+
+
+@campaign.command("tick")
+@_campaign_file
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def campaign_tick(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
+    with a message. Exit 0 done, 3 in progress, 1 failed."""
+    from drp.locking import CampaignBusy
+
+    driver = _driver(ctx, campaign_file)
+    driver.create()
+    try:
+        result = driver.tick()
+    except CampaignBusy as busy:
+        click.echo(f"drp: {busy}", err=True)
+        return
+    _print_tick(result, as_json)
+    sys.exit(result.exit_code)
+
+
+@campaign.command("plan")
+@_campaign_file
+@click.pass_context
+def campaign_plan(ctx: click.Context, campaign_file: Path) -> None:
+    """Create the campaign if needed and run its plan phase (then see `drp plan show`)."""
+    from bookkeeping.states import CampaignState
+
+    driver = _driver(ctx, campaign_file)
+    driver.create()
+    with driver.db.session() as session:
+        state = driver._campaign(session).state
+    if state is not CampaignState.CREATED:
+        click.echo(f"campaign {driver.name} is {state.name}: already planned")
+        return
+    _print_tick(driver.tick(), False)
+
+
+@campaign.command("run")
+@_campaign_file
+@click.option("--json", "as_json", is_flag=True, help="Print the last tick as JSON.")
+@click.pass_context
+def campaign_run(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Tick until the campaign is DONE or FAILED (safe to interrupt and run again: it resumes)."""
+    driver = _driver(ctx, campaign_file)
+    driver.create()
+    result = driver.run(on_tick=None if as_json else lambda r: _print_tick(r, False))
+    if as_json:
+        _print_tick(result, True)
+    sys.exit(result.exit_code)
+
+
+@campaign.command("retry")
+@_campaign_file
+@click.pass_context
+def campaign_retry(ctx: click.Context, campaign_file: Path) -> None:
+    """Send a FAILED campaign back to the phase it failed in (failed transfers re-queued)."""
+    click.echo(_driver(ctx, campaign_file).retry())
+
+
+@campaign.command("cancel")
+@_campaign_file
+@click.pass_context
+def campaign_cancel(ctx: click.Context, campaign_file: Path) -> None:
+    """Stop the campaign and its sites' runs (CANCELLED; job reports and copies already made stay)."""
+    click.echo(_driver(ctx, campaign_file).cancel())
+
+
 @campaign.command("status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
