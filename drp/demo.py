@@ -1,30 +1,33 @@
 """The main job on embedded defaults: `drp demo`.
 
-At this stage of the product it sets up a two-site deployment (lead ``ncsa`` and satellite ``in2p3``,
-50/50 as in the IN2P3–LSST–NCSA agreement) under a work directory, writes a raw release into the lead
-site's storage, registers it in bookkeeping with verified adler32 checksums, audits the storage
-against the catalogue and reports the campaign status from the aggregates. Later stages (processing,
-transfers, validation) extend this same command.
+Sets up a two-site deployment (lead ``ncsa`` and satellite ``in2p3``, 50/50 as in the IN2P3–LSST–NCSA
+agreement) under a work directory, generates the demo release into the lead's storage, writes a
+``campaign.toml`` and drives the whole campaign on the embedded defaults (SQLite bookkeeping, posix
+storage, the local executor, embedded replication): plan, register, replicate, process, collect,
+cross-validate the overlap tract, consolidate. At the end every catalogued file is read back at every
+site and its adler32 compared with the catalogue.
 """
 
 from __future__ import annotations
 
-import random
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from bookkeeping import bulk
 from bookkeeping.database import Database
 from bookkeeping.models import File
 from bookkeeping.queries import CampaignStatus, campaign_status
-from bookkeeping.states import ReplicaState
+from drp.campaign import CampaignDriver, TickResult
+from drp.campaign_config import load_campaign
 from drp.errors import ConfigError, DrpError
+from drp.synth import ReleaseConfig, generate_release
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import SiteCatalogue, load_catalogue
-from transfer.checksum import adler32_file, write_atomic
+from transfer.checksum import adler32_file
 
 MARKER = ".drp-demo"
 RELEASE = "dr-demo"
@@ -48,16 +51,40 @@ storage = "file://{root}/storage/in2p3"
 [site.compute]
 backend = "local"
 max_workers = 2
+
+[transfer]
+backoff_s = 1
 """
+
+CAMPAIGN_TOML = """\
+# Demo campaign written by `drp demo`.
+[campaign]
+name = "demo"
+release = "{release}"
+sites = "sites.toml"
+workdir = "."
+
+[split]
+overlap = [{overlap}]
+
+[ticks]
+transfer_seconds = 30
+poll_seconds = 0.5
+"""
+
+SMALL = ReleaseConfig(
+    name=RELEASE,
+    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
+    bands=("g", "r"),
+    image_pix=900,
+)
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     workdir: Path
-    tracts: int = 4
-    visits_per_tract: int = 24
-    file_kib: int = 256
-    seed: int = 2013
+    small: bool = False  # a 2-tract, 2-band release for a quick look
+    overlap: tuple[int, ...] = (0,)
 
 
 @dataclass
@@ -65,10 +92,18 @@ class DemoResult:
     workdir: Path
     db_url: str
     sites_file: Path
-    files_written: int = 0
-    bytes_written: int = 0
-    files_verified: int = 0
-    mismatches: list[str] = field(default_factory=list)
+    campaign_file: Path
+    state: str = ""
+    message: str = ""
+    seconds: float = 0.0
+    files: int = 0
+    bytes: int = 0
+    verified: dict[str, int] = field(default_factory=dict)  # site -> catalogued files verified there
+    mismatches: list[str] = field(default_factory=list)  # "site: name" that differ from the catalogue
+    jobs: int = 0
+    attempts: int = 0
+    validations: int = 0
+    validations_passed: int = 0
     status: CampaignStatus | None = None
 
 
@@ -86,63 +121,65 @@ def prepare_workdir(workdir: Path) -> None:
     (workdir / MARKER).write_text("created by drp demo; deleted and recreated by the next `drp demo`\n")
 
 
-def run_demo(settings: DemoSettings, *, progress: ProgressFactory = no_progress) -> DemoResult:
+def run_demo(
+    settings: DemoSettings,
+    *,
+    progress: ProgressFactory = no_progress,
+    on_tick: Callable[[TickResult], None] | None = None,
+) -> DemoResult:
+    started = time.monotonic()
     workdir = settings.workdir.resolve()
     prepare_workdir(workdir)
     sites_file = workdir / "sites.toml"
     sites_file.write_text(SITES_TOML.format(root=workdir))
     catalogue: SiteCatalogue = load_catalogue(sites_file)
+    release_cfg = SMALL if settings.small else ReleaseConfig(name=RELEASE)
+    campaign_file = workdir / "campaign.toml"
+    campaign_file.write_text(
+        CAMPAIGN_TOML.format(release=release_cfg.name, overlap=", ".join(str(t) for t in settings.overlap))
+    )
     db_url = f"sqlite:///{workdir / 'drp.sqlite'}"
-    result = DemoResult(workdir=workdir, db_url=db_url, sites_file=sites_file)
-
+    result = DemoResult(workdir=workdir, db_url=db_url, sites_file=sites_file, campaign_file=campaign_file)
+    lead_root = catalogue.lead.storage_path
+    if lead_root is None:  # pragma: no cover - the demo catalogue is posix
+        raise DrpError("the demo lead site needs file:// storage")
+    generate_release(release_cfg, lead_root, progress=progress)
     db = Database(db_url)
     try:
         db.upgrade()
-        db.check_schema()
-        lead = catalogue.lead
-        root = lead.storage_path
-        if root is None:  # pragma: no cover - the demo catalogue is posix
-            raise DrpError("the demo lead site needs file:// storage")
-        rng = random.Random(settings.seed)
-        with db.session() as session:
-            ids = bulk.upsert_sites(session, [s.to_row() for s in catalogue.sites])
-            campaign_id = bulk.create_campaign(session, "demo", RELEASE, {"seed": settings.seed})
-
-        total = settings.tracts * settings.visits_per_tract
-        dataset_ids: list[int] = []
-        with progress("writing raw release", total) as advance:
-            for tract in range(settings.tracts):
-                rows: list[bulk.FileRow] = []
-                for visit in range(settings.visits_per_tract):
-                    name = f"{RELEASE}/raw/tract{tract:04d}/visit{tract * 1000 + visit:06d}.dat"
-                    data = rng.randbytes(settings.file_kib * 1024)
-                    checksum = write_atomic(root / name, data)
-                    rows.append(bulk.FileRow(name, len(data), checksum))
-                    result.files_written += 1
-                    result.bytes_written += len(data)
-                    advance(1)
-                with db.session() as session:
-                    ds = bulk.get_or_create_dataset(session, RELEASE, f"raw/tract{tract:04d}")
-                    bulk.register_files(
-                        session, ds, rows, replicas_at=[(ids[lead.name], ReplicaState.AVAILABLE)]
-                    )
-                dataset_ids.append(ds)
-        with db.session() as session:
-            bulk.attach_datasets(session, campaign_id, dataset_ids)
-
-        # Audit: every catalogued file is read back from storage and its adler32 compared.
+        driver = CampaignDriver(db, load_campaign(campaign_file), catalogue)
+        driver.create()
+        final = driver.run(on_tick=on_tick)
+        result.state, result.message = final.after, final.message
         with db.session() as session:
             catalogued = session.execute(select(File.name, File.size, File.adler32)).all()
-        with progress("verifying adler32 on storage", len(catalogued)) as advance:
-            for name, size, checksum in catalogued:
-                got, got_size = adler32_file(root / name)
-                if (got, got_size) == (checksum, size):
-                    result.files_verified += 1
-                else:
-                    result.mismatches.append(name)
-                advance(1)
+            result.jobs = session.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+            result.attempts = session.execute(text("SELECT count(*) FROM attempts")).scalar_one()
+            result.validations, passed = session.execute(
+                text("SELECT count(*), coalesce(sum(CASE WHEN passed THEN 1 ELSE 0 END), 0) FROM validations")
+            ).one()
+            result.validations_passed = int(passed)
+        result.files = len(catalogued)
+        result.bytes = sum(size for _, size, _ in catalogued)
+        # Audit: every catalogued file is read back at every site and its adler32 compared.
+        for site in catalogue.sites:
+            root = site.storage_path
+            assert root is not None
+            result.verified[site.name] = 0
+            with progress(f"verifying adler32 at {site.name}", len(catalogued)) as advance:
+                for name, size, checksum in catalogued:
+                    try:
+                        ok = adler32_file(root / name) == (checksum, size)
+                    except FileNotFoundError:
+                        ok = False
+                    if ok:
+                        result.verified[site.name] += 1
+                    else:
+                        result.mismatches.append(f"{site.name}: {name}")
+                    advance(1)
         with db.session() as session:
             result.status = campaign_status(session, "demo")
     finally:
         db.dispose()
+    result.seconds = time.monotonic() - started
     return result

@@ -102,28 +102,23 @@ def test_bad_sites_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_demo_does_real_work(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
-    code, out, err = run("demo", "--workdir", str(workdir), "--json")
+    code, out, err = run("demo", "--workdir", str(workdir), "--small", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["files_written"] == result["files_verified"] > 0
-    assert result["mismatches"] == []
-    replicas = result["status"]["replicas"]
-    assert replicas == [
-        {
-            "site": "ncsa",
-            "state": "AVAILABLE",
-            "files": result["files_written"],
-            "bytes": result["bytes_written"],
-        }
-    ]
-    stored = [p for p in (workdir / "storage" / "ncsa").rglob("*") if p.is_file()]
-    assert len(stored) == result["files_written"]
-    assert not [p for p in stored if ".part-" in p.name]
-    # Running it again starts afresh in the same directory.
-    code, out, _ = run("demo", "--workdir", str(workdir), "--json")
-    assert code == 0 and json.loads(out)["files_verified"] == result["files_written"]
+    assert result["state"] == "DONE" and result["mismatches"] == []
+    assert result["verified"] == {"ncsa": result["files"], "in2p3": result["files"]} and result["files"] > 0
+    assert result["jobs"] > 0 and result["attempts"] >= result["jobs"]
+    assert result["validations"] > 0 and result["validations_passed"] == result["validations"]
+    replicas = {(r["site"], r["state"]): r["files"] for r in result["status"]["replicas"]}
+    assert replicas == {("ncsa", "AVAILABLE"): result["files"], ("in2p3", "AVAILABLE"): result["files"]}
+    for site in ("ncsa", "in2p3"):
+        stored = [p for p in (workdir / "storage" / site).rglob("*") if p.is_file()]
+        assert not [p for p in stored if ".part-" in p.name]
     code, out, _ = run("--db", f"sqlite:///{workdir / 'drp.sqlite'}", "campaign", "status", "demo", "--json")
-    assert code == 0 and json.loads(out)["replicas"] == replicas
+    assert code == 0 and json.loads(out)["state"] == "DONE"
+    # Running it again starts afresh in the same directory.
+    code, out, _ = run("demo", "--workdir", str(workdir), "--small", "--json")
+    assert code == 0 and json.loads(out)["state"] == "DONE"
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
