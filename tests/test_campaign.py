@@ -170,3 +170,54 @@ def test_kill_9_of_run_then_run_again(tmp_path: Path, pristine: Path, kill_in: s
     mine, ref = _snapshot(driver.db), _snapshot(reference.db)
     assert mine["state"] == ref["state"] == 9  # DONE
     assert mine == ref
+
+
+def _run_until(driver: CampaignDriver, state: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if driver._state().name == state:
+            return
+        if driver.tick().after == driver._state().name:
+            time.sleep(0.2)
+    raise AssertionError(f"never reached {state}")
+
+
+def test_zero_point_error_at_one_site_fails_validation_by_name(tmp_path: Path, pristine: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    driver = _setup(tmp_path, pristine)
+    _run_until(driver, "VALIDATING")
+    table_path = tmp_path / "in2p3" / "tiny/objectTable/tract0000.parquet"
+    t = pq.read_table(table_path)
+    i = t.column_names.index("r_psfFlux")
+    pq.write_table(t.set_column(i, "r_psfFlux", pa.array(np.asarray(t["r_psfFlux"]) * 1.01)), table_path)
+    result = driver.tick()
+    assert result.after == "FAILED" and result.exit_code == 1
+    assert "tract 0 ncsa vs in2p3: flux_bias_mmag[r]" in result.message, result.message
+    assert "[g]" not in result.message
+    with driver.db.session() as s:
+        failed = s.execute(text("SELECT tract, sites, quantity FROM validations WHERE NOT passed")).all()
+    assert ("flux_bias_mmag[r]" in {q for _, _, q in failed}) and {(t, s) for t, s, _ in failed} == {
+        (0, "ncsa,in2p3")
+    }
+    # the operator repairs the site's output and retries: validation passes and the campaign completes
+    pq.write_table(t, table_path)
+    assert "back to VALIDATING" in driver.retry()
+    assert driver.run(max_ticks=100).after == "DONE"
+
+
+def test_missing_patch_at_one_site_fails_validation_by_name(tmp_path: Path, pristine: Path) -> None:
+    driver = _setup(tmp_path, pristine)
+    _run_until(driver, "VALIDATING")
+    for path in (tmp_path / "in2p3" / "tiny/coadd/tract0000/patch001").glob("*.fits"):
+        path.unlink()
+    result = driver.tick()
+    assert result.after == "FAILED"
+    assert (
+        "tract 0 ncsa vs in2p3: coadd_chi2[g]" in result.message
+        and "patch 1 missing at in2p3" in result.message
+    )
