@@ -883,7 +883,9 @@ def campaign_cancel(ctx: click.Context, campaign_file: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def campaign_status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Files by site and replica state, jobs by site, step and state, transfers by link (from aggregates)."""
+    """The operators' dashboard: phases with start, duration, ticks and failures; files by site and replica
+    state; jobs by site, step and state with attempts, failures and time span; transfers by link; the
+    overlap validation per tract. Exit 1 if the campaign FAILED."""
     from bookkeeping.queries import campaign_status
 
     database = _database(ctx)
@@ -892,12 +894,60 @@ def campaign_status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
         status = campaign_status(session, name)
     if as_json:
         _emit_json(status.to_dict())
-        return
-    _print_status(status)
+    else:
+        _print_status(status)
+    if status.state == "FAILED":
+        sys.exit(EXIT_FAILED)
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def _print_status(status: Any) -> None:
     title = f"campaign {status.campaign} [{status.state}]"
+    if status.message:
+        click.echo(f"{title}: {status.message}")
+    if status.phases:
+        _table(
+            "phases",
+            ["phase", "started", "seconds", "ticks", "failures", "last message"],
+            [
+                [
+                    p.phase,
+                    _when(p.started_at),
+                    f"{p.seconds:.1f}",
+                    p.ticks,
+                    p.failures,
+                    (p.message or "")[:80],
+                ]
+                for p in status.phases
+            ],
+        )
+    if status.steps:
+        _table(
+            "attempts by site and step",
+            ["site", "step", "attempts", "failed", "first start", "seconds"],
+            [
+                [
+                    st.site,
+                    st.step,
+                    st.attempts,
+                    st.failed_attempts,
+                    _when(st.started_at),
+                    f"{st.seconds:.1f}" if st.seconds is not None else "-",
+                ]
+                for st in status.steps
+            ],
+        )
+    if status.validations:
+        _table(
+            "overlap validation",
+            ["tract", "sites", "checks", "failed"],
+            [[v.tract, v.sites, v.checks, v.failed] for v in status.validations],
+        )
     _table(
         f"{title}: files by site and replica state",
         ["site", "state", "files", "bytes"],

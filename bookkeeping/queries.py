@@ -1,21 +1,23 @@
-"""Read-side questions operators ask every minute, answered from the aggregate tables only.
+"""Read-side questions operators ask every minute, answered from the aggregate tables.
 
-None of these functions touches ``files``, ``replicas``, ``jobs`` or ``transfers``: their cost depends on
-the number of datasets, sites and steps, not on the number of files.
+Files, replicas and transfers are read only through their exact aggregates, so the cost depends on the
+number of datasets, sites and steps, not on the number of files. The per-step attempt spans of
+``campaign_status`` scan the campaign's attempts (one grouped query).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from drp.errors import NotFoundError
 
-from .models import Campaign, CampaignDataset, JobCount, ReplicaCount, Site, TransferCount
-from .states import JobState, ReplicaState, TransferState
+from .models import Campaign, CampaignDataset, CampaignPhase, JobCount, ReplicaCount, Site, TransferCount
+from .states import CampaignState, JobState, ReplicaState, TransferState
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,51 @@ class TransferSummary:
 
 
 @dataclass(frozen=True)
+class PhaseSummary:
+    phase: str
+    started_at: float
+    finished_at: float | None
+    seconds: float  # so far, for the current phase
+    ticks: int
+    failures: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """One site and step: attempts, failed attempts, and the span of its attempts."""
+
+    site: str
+    step: str
+    attempts: int
+    failed_attempts: int
+    started_at: float | None
+    ended_at: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.started_at is None or self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    tract: int
+    sites: str
+    checks: int
+    failed: int
+
+
+@dataclass(frozen=True)
 class CampaignStatus:
     campaign: str
     state: str
     replicas: list[ReplicaSummary] = field(default_factory=list)
     jobs: list[JobSummary] = field(default_factory=list)
     transfers: list[TransferSummary] = field(default_factory=list)
+    message: str | None = None
+    phases: list[PhaseSummary] = field(default_factory=list)
+    steps: list[StepSummary] = field(default_factory=list)
+    validations: list[ValidationSummary] = field(default_factory=list)
 
     def bytes_transferred(self) -> int:
         return sum(t.bytes for t in self.transfers if t.state == TransferState.DONE.name)
@@ -57,13 +98,17 @@ class CampaignStatus:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bytes_transferred"] = self.bytes_transferred()
+        for step, src in zip(d["steps"], self.steps, strict=True):
+            step["seconds"] = src.seconds
         return d
 
 
 def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     """Files by replica state per site, jobs by state per site and step, transfers per link."""
     where = Campaign.id == campaign if isinstance(campaign, int) else Campaign.name == campaign
-    camp = session.execute(select(Campaign.id, Campaign.name, Campaign.state).where(where)).one_or_none()
+    camp = session.execute(
+        select(Campaign.id, Campaign.name, Campaign.state, Campaign.message).where(where)
+    ).one_or_none()
     if camp is None:
         raise NotFoundError(f"campaign {campaign!r} does not exist")
     cid = camp.id
@@ -86,9 +131,51 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
         .where(TransferCount.campaign_id == cid)
         .order_by(TransferCount.source_site_id, TransferCount.dest_site_id, TransferCount.state)
     ).all()
+    now = time.time()
+    phases = [
+        PhaseSummary(CampaignState(ph).name, start, end, (end or now) - start, int(ticks), int(fails), msg)
+        for ph, start, end, ticks, fails, msg in session.execute(
+            select(
+                CampaignPhase.phase,
+                CampaignPhase.started_at,
+                CampaignPhase.finished_at,
+                CampaignPhase.ticks,
+                CampaignPhase.failures,
+                CampaignPhase.message,
+            )
+            .where(CampaignPhase.campaign_id == cid)
+            .order_by(CampaignPhase.started_at)
+        )
+    ]
+    steps = [
+        StepSummary(site_name[s], step, int(n), int(nf or 0), start, end)
+        for s, step, n, nf, start, end in session.execute(
+            text(
+                "SELECT j.site_id, j.step, count(*), "
+                "sum(CASE WHEN a.exit_code IS NULL OR a.exit_code <> 0 THEN 1 ELSE 0 END), "
+                "min(a.started_at), max(a.ended_at) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+                "WHERE j.campaign_id = :c GROUP BY j.site_id, j.step ORDER BY j.site_id, j.step"
+            ),
+            {"c": cid},
+        )
+    ]
+    validations = [
+        ValidationSummary(int(t), sites, int(n), int(nf or 0))
+        for t, sites, n, nf in session.execute(
+            text(
+                "SELECT tract, sites, count(*), sum(CASE WHEN passed THEN 0 ELSE 1 END) FROM validations "
+                "WHERE campaign_id = :c GROUP BY tract, sites ORDER BY tract, sites"
+            ),
+            {"c": cid},
+        )
+    ]
     return CampaignStatus(
         campaign=camp.name,
         state=camp.state.name,
+        message=camp.message,
+        phases=phases,
+        steps=steps,
+        validations=validations,
         replicas=replicas,
         jobs=[JobSummary(site_name[s], step, JobState(st).name, int(n)) for s, step, st, n in jobs],
         transfers=[

@@ -105,6 +105,17 @@ def test_campaign_end_to_end(tmp_path: Path, pristine: Path) -> None:
     assert n_jobs > 0 and jobs_without_attempt == 0
     assert validations[0] > 0 and validations[0] == validations[1]
     assert driver.tick().after == "DONE" and driver.tick().exit_code == 0  # idempotent at the end
+    from bookkeeping.queries import campaign_status
+
+    with db.session() as s:
+        status = campaign_status(s, "c1").to_dict()
+    assert [p["phase"] for p in status["phases"]][:3] == ["CREATED", "PLANNED", "REGISTERED"]
+    assert status["phases"][-1]["phase"] == "DONE" and all(p["failures"] == 0 for p in status["phases"])
+    assert {(st["site"], st["step"]) for st in status["steps"]} >= {("ncsa", "merge"), ("in2p3", "merge")}
+    assert all(st["attempts"] > 0 and st["seconds"] is not None for st in status["steps"])
+    (overlap,) = status["validations"]
+    assert overlap["tract"] == 0 and overlap["sites"] == "ncsa,in2p3" and overlap["checks"] > 5
+    assert overlap["failed"] == 0
 
 
 def test_second_tick_exits_cleanly_while_one_runs(tmp_path: Path, pristine: Path) -> None:
