@@ -862,6 +862,25 @@ def campaign_run(ctx: click.Context, campaign_file: Path, as_json: bool) -> None
     sys.exit(result.exit_code)
 
 
+@campaign.command("report")
+@_campaign_file
+@click.option("--json", "as_json", is_flag=True, help="Print the report's numbers as JSON.")
+@click.pass_context
+def campaign_report(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Write the HTML report with PNG plots (sky map by site, jobs, transfers, accuracy against truth,
+    overlap residuals) under WORKDIR/reports/CAMPAIGN/ and print its path."""
+    from drp.campaign_config import load_campaign
+    from drp.report import build_report
+    from sites.catalogue import load_catalogue
+
+    cfg = load_campaign(campaign_file)
+    report = build_report(_checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+    if as_json:
+        _emit_json({**report.data, "html": str(report.html)})
+    else:
+        click.echo(str(report.html))
+
+
 @campaign.command("retry")
 @_campaign_file
 @click.pass_context
@@ -1371,6 +1390,7 @@ def demo(workdir: Path, small: bool, as_json: bool) -> None:
         )
         click.echo(f"jobs             {result.jobs:,} with {result.attempts:,} profiled attempts")
         click.echo(f"overlap checks   {result.validations_passed}/{result.validations} passed")
+        click.echo(f"report           {result.report or '-'}")
         if status:
             _table(
                 "files by site and replica state",

@@ -105,6 +105,7 @@ class DemoResult:
     validations: int = 0
     validations_passed: int = 0
     status: CampaignStatus | None = None
+    report: Path | None = None
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -179,6 +180,9 @@ def run_demo(
                     advance(1)
         with db.session() as session:
             result.status = campaign_status(session, "demo")
+        from drp.report import build_report
+
+        result.report = build_report(db, driver.cfg, catalogue).html
     finally:
         db.dispose()
     result.seconds = time.monotonic() - started

@@ -113,6 +113,14 @@ def test_campaign_end_to_end(tmp_path: Path, pristine: Path) -> None:
     assert status["phases"][-1]["phase"] == "DONE" and all(p["failures"] == 0 for p in status["phases"])
     assert {(st["site"], st["step"]) for st in status["steps"]} >= {("ncsa", "merge"), ("in2p3", "merge")}
     assert all(st["attempts"] > 0 and st["seconds"] is not None for st in status["steps"])
+    from drp.report import build_report
+
+    report = build_report(db, driver.cfg, driver.catalogue)
+    page = report.html.read_text()
+    for image in ("skymap", "jobs", "transfers", "accuracy", "overlap"):
+        assert (report.directory / f"{image}.png").stat().st_size > 1000 and f"{image}.png" in page
+    assert report.data["validations"] and all(v["passed"] for v in report.data["validations"])
+    assert report.data["accuracy"]["n_matched"] > 0 and "DONE" in page
     (overlap,) = status["validations"]
     assert overlap["tract"] == 0 and overlap["sites"] == "ncsa,in2p3" and overlap["checks"] > 5
     assert overlap["failed"] == 0

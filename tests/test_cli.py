@@ -109,6 +109,7 @@ def test_demo_does_real_work(tmp_path: Path) -> None:
     assert result["verified"] == {"ncsa": result["files"], "in2p3": result["files"]} and result["files"] > 0
     assert result["jobs"] > 0 and result["attempts"] >= result["jobs"]
     assert result["validations"] > 0 and result["validations_passed"] == result["validations"]
+    assert Path(result["report"]).is_file() and Path(result["report"]).name == "index.html"
     replicas = {(r["site"], r["state"]): r["files"] for r in result["status"]["replicas"]}
     assert replicas == {("ncsa", "AVAILABLE"): result["files"], ("in2p3", "AVAILABLE"): result["files"]}
     for site in ("ncsa", "in2p3"):
