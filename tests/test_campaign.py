@@ -150,7 +150,7 @@ def _snapshot(db: Database) -> dict[str, object]:
         }
 
 
-@pytest.mark.parametrize("kill_in", ["REPLICATING", "PROCESSING", "CONSOLIDATING"])
+@pytest.mark.parametrize("kill_in", ["REPLICATING", "PROCESSING", "VALIDATING", "CONSOLIDATING"])
 def test_kill_9_of_run_then_run_again(tmp_path: Path, pristine: Path, kill_in: str) -> None:
     import os
     import signal
