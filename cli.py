@@ -813,21 +813,55 @@ def campaign_create(ctx: click.Context, campaign_file: Path) -> None:
 
 @campaign.command("tick")
 @_campaign_file
+@click.option(
+    "--push-gateway", metavar="URL", default=None, help="Push the tick's metrics to this Pushgateway."
+)
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the tick's metrics in node_exporter textfile format (atomically).",
+)
+@click.option(
+    "--site", "metrics_site", default=None, help="Grouping key site for pushed metrics (default: the lead)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def campaign_tick(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+def campaign_tick(
+    ctx: click.Context,
+    campaign_file: Path,
+    push_gateway: str | None,
+    textfile: Path | None,
+    metrics_site: str | None,
+    as_json: bool,
+) -> None:
     """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
-    with a message. Exit 0 done, 3 in progress, 1 failed."""
+    with a message. Exit 0 done, 3 in progress, 1 failed. With --push-gateway/--textfile the campaign's
+    metrics and the tick's duration and outcome reach Prometheus although the process exits."""
+    import time
+
     from drp.locking import CampaignBusy
 
     driver = _driver(ctx, campaign_file)
     driver.create()
+    started = time.monotonic()
     try:
         result = driver.tick()
     except CampaignBusy as busy:
         click.echo(f"drp: {busy}", err=True)
         return
     _print_tick(result, as_json)
+    if push_gateway or textfile:
+        from instrumentation.exporter import PushError, push, tick_registry, write_textfile
+
+        registry = tick_registry(driver.db, driver.name, result, time.monotonic() - started)
+        if textfile:
+            write_textfile(registry, textfile)
+        if push_gateway:
+            try:
+                push(registry, push_gateway, driver.name, metrics_site or driver.catalogue.lead.name)
+            except PushError as err:  # the tick did its work; say the push failed, keep its exit code
+                click.echo(f"drp: warning: {err}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -1347,6 +1381,36 @@ def transfer_retry(
         _emit_json({"requeued": n})
     else:
         click.echo(f"{n} transfer(s) queued again")
+
+
+# --- metrics -------------------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def metrics() -> None:
+    """Prometheus metrics: a long-running exporter; ticks push their own (see `campaign tick --help`)."""
+
+
+@metrics.command("serve")
+@click.option(
+    "--listen",
+    default="127.0.0.1:9478",
+    show_default=True,
+    help="HOST:PORT to serve /metrics on (loopback unless you say otherwise).",
+)
+@click.option(
+    "--refresh",
+    "refresh_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds between recomputations of the job and transfer profiles (aggregates are read per scrape).",
+)
+@click.pass_context
+def metrics_serve(ctx: click.Context, listen: str, refresh_s: float) -> None:
+    """Serve bookkeeping's metrics for Prometheus until SIGINT/SIGTERM."""
+    from instrumentation.exporter import serve
+
+    logging.getLogger("drp.metrics").info("serving metrics on http://%s/metrics", listen)
+    serve(_checked_db(ctx), listen, refresh_s=refresh_s)
 
 
 # --- demo --------------------------------------------------------------------------------------

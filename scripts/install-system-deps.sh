@@ -20,6 +20,10 @@ command -v xrdcp >/dev/null 2>&1 || missing+=(xrootd-client xrootd-client-plugin
 command -v swig >/dev/null 2>&1 || missing+=(swig)
 [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# Prometheus, promtool and the Pushgateway: the monitoring tests run real ones on 127.0.0.1
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0

@@ -1,0 +1,96 @@
+"""``drp metrics serve`` (a long-running exporter) and the metrics a cron tick pushes or writes.
+
+The exporter serves bookkeeping's metrics (see :mod:`instrumentation.metrics`) on ``/metrics``,
+bound to 127.0.0.1 unless told otherwise, and refreshes the job and transfer profiles in a
+background thread. A tick, which exits after its step, pushes to a Pushgateway under the grouping
+key (campaign, site) and/or writes a node_exporter textfile atomically.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
+
+from bookkeeping.database import Database
+from drp.errors import ConfigError, DrpError
+
+from .metrics import BookkeepingCollector
+
+
+class PushError(DrpError):
+    """The Pushgateway refused or could not be reached (the tick itself is unaffected)."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("--listen", None, f"expected HOST:PORT, e.g. 127.0.0.1:9478 (got {listen!r})")
+    return host or "127.0.0.1", int(port)
+
+
+def serve(db: Database, listen: str, *, refresh_s: float = 60.0, stop: threading.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set)."""
+    host, port = parse_listen(listen)
+    registry = CollectorRegistry(auto_describe=False)
+    collector = BookkeepingCollector(db)
+    registry.register(collector)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            try:
+                collector.refresh_profiles()
+            except DrpError:
+                pass  # the database is away: scrapes say so; try again later
+            stop.wait(refresh_s)
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def tick_registry(db: Database, campaign: str, result: Any, seconds: float) -> CollectorRegistry:
+    """What one tick reports: the campaign's aggregates plus the tick's own duration and outcome."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BookkeepingCollector(db, profiles=False, campaign=campaign))
+    Gauge("drp_tick_duration_seconds", "Wall time of the last tick", registry=registry).set(seconds)
+    code = Gauge(
+        "drp_tick_exit_code",
+        "Exit code of the last tick (0 done, 3 in progress, 1 failed)",
+        registry=registry,
+    )
+    code.set(result.exit_code)
+    ok = Gauge(
+        "drp_tick_last_success_timestamp_seconds", "When a tick last ended without failing", registry=registry
+    )
+    if result.exit_code != 1:
+        ok.set(time.time())
+    return registry
+
+
+def push(
+    registry: CollectorRegistry, gateway: str, campaign: str, site: str, *, timeout: float = 10.0
+) -> None:
+    try:
+        push_to_gateway(
+            gateway,
+            job="drp_campaign_tick",
+            registry=registry,
+            grouping_key={"campaign": campaign, "site": site},
+            timeout=timeout,
+        )
+    except OSError as err:
+        raise PushError(f"cannot push metrics to {gateway}: {err}") from err
+
+
+def write_textfile(registry: CollectorRegistry, path: Path) -> None:
+    """node_exporter textfile format; prometheus_client writes a temporary file and renames it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
