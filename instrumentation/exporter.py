@@ -3,7 +3,9 @@
 The exporter serves bookkeeping's metrics (see :mod:`instrumentation.metrics`) on ``/metrics``,
 bound to 127.0.0.1 unless told otherwise, and refreshes the job and transfer profiles in a
 background thread. A tick, which exits after its step, pushes to a Pushgateway under the grouping
-key (campaign, site) and/or writes a node_exporter textfile atomically.
+key (campaign, site: where the tick ran) and/or writes a node_exporter textfile atomically: the
+campaign-level families and the tick's own duration, exit code and last success. The per-site
+figures come from the exporter.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from bookkeeping.database import Database
 from drp.errors import ConfigError, DrpError
@@ -56,10 +61,21 @@ def serve(db: Database, listen: str, *, refresh_s: float = 60.0, stop: threading
         thread.join(5)
 
 
+class _CampaignLevel(Collector):
+    """Only the campaign-level families (``drp_campaign_*``): they carry no ``site`` label, which the
+    push's grouping key owns, and summing them with the exporter's copies cannot double-count."""
+
+    def __init__(self, inner: BookkeepingCollector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        return (m for m in self.inner.collect() if m.name.startswith("drp_campaign_"))
+
+
 def tick_registry(db: Database, campaign: str, result: Any, seconds: float) -> CollectorRegistry:
-    """What one tick reports: the campaign's aggregates plus the tick's own duration and outcome."""
+    """What one tick reports: the campaign's state and phases, plus the tick's duration and outcome."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BookkeepingCollector(db, profiles=False, campaign=campaign))
+    registry.register(_CampaignLevel(BookkeepingCollector(db, profiles=False, campaign=campaign)))
     Gauge("drp_tick_duration_seconds", "Wall time of the last tick", registry=registry).set(seconds)
     code = Gauge(
         "drp_tick_exit_code",
