@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer clean
+.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-workflow: $(STAMP)
 ## bench-transfer: local mover vs cp on 1 GiB, 10,000 small files end to end, adler32 vs zlib
 bench-transfer: $(STAMP)
 	$(PY) bench/transfer.py
+
+## bench-metrics: exporter scrape time on a 1,000,000-file bookkeeping database
+bench-metrics: $(STAMP)
+	$(PY) bench/metrics.py
 
 clean:
 	rm -rf $(VENV) .venv-rucio drp-work .pytest_cache .mypy_cache .ruff_cache
