@@ -44,7 +44,10 @@ def serve(db: Database, listen: str, *, refresh_s: float = 60.0, stop: threading
     registry = CollectorRegistry(auto_describe=False)
     collector = BookkeepingCollector(db)
     registry.register(collector)
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as err:
+        raise ConfigError("--listen", None, f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -160,3 +160,26 @@ def test_every_dashboard_expression_runs_and_the_overview_has_data(stack: Stack)
                 empty.append(f"{title}: {expr}")
     assert not errors, errors
     assert not empty, f"overview panels without data: {empty}"
+
+
+def test_metrics_serve_refuses_a_bad_or_busy_address(tmp_path: Path) -> None:
+    """A wrong --listen is a usage error (exit 2) that names the option, not a traceback."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}"}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+    bad = runner.invoke(cli, ["metrics", "serve", "--listen", "localhost"], env=env)
+    assert bad.exit_code == 2, bad.output
+    assert "--listen" in bad.output and "HOST:PORT" in bad.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = runner.invoke(cli, ["metrics", "serve", "--listen", f"127.0.0.1:{port}"], env=env)
+    assert taken.exit_code == 2, taken.output
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.output
