@@ -214,6 +214,57 @@ class BadReplica(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
+class Audit(Base):
+    """One audit of a site's storage against the catalogue (``drp dr audit``) and what it found."""
+
+    __tablename__ = "audits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    prefix: Mapped[str] = mapped_column(Text, default="")
+    checksums: Mapped[bool] = mapped_column(default=False)
+    sample: Mapped[float | None] = mapped_column(Double)  # fraction of catalogued files checked; None: all
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+    n_checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_lost: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_corrupt: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_dark: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditFinding(Base):
+    """A LOST, CORRUPT or DARK file found by an audit, with the reason (sizes, checksums seen)."""
+
+    __tablename__ = "audit_findings"
+    __table_args__ = (Index(None, "audit_id", "kind"), Index(None, "site_id", "name"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"))
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # LOST | CORRUPT | DARK
+    name: Mapped[str] = mapped_column(Text)
+    file_id: Mapped[int | None] = mapped_column(BigInteger)  # None for a dark file not in the catalogue
+    size: Mapped[int | None] = mapped_column(BigInteger)  # on storage (None: absent)
+    reason: Mapped[str] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(String(32))  # declared | deleted | kept: last copy | …
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Failover(Base):
+    """A site's processing moved to another site (``drp dr failover``); ``failed_back_at`` when reversed."""
+
+    __tablename__ = "failovers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    from_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    to_site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"))
+    tracts: Mapped[str] = mapped_column(Text)  # JSON [tract, ...] moved
+    rules: Mapped[str] = mapped_column(Text, default="{}")  # JSON {old rule id: new rule id}
+    plan_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    failed_back_at: Mapped[float | None] = mapped_column(Double)
+
+
 class SplitPlan(Base):
     """One version of a campaign's split: shares and overlap in force; a new version per re-plan."""
 

@@ -10,7 +10,7 @@ is DONE, which a mover only reports after it verified size and adler32 against t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -103,6 +103,11 @@ class Mover(ABC):
     @abstractmethod
     def delete(self, url: str) -> None:
         """Remove a file from storage (a bad copy); absent is fine."""
+
+    def walk(self, url: str) -> Iterator[tuple[str, int]]:
+        """Every file under a directory URL as (path relative to it, size), hidden names (temporary
+        copies) skipped; what ``drp dr audit`` compares with the catalogue. Optional: FTS3 cannot."""
+        raise NotImplementedError(f"the {self.name} mover cannot list storage")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -165,6 +165,24 @@ class LocalMover(Mover):
 
     def delete(self, url: str) -> None:
         file_path(url).unlink(missing_ok=True)
+
+    def walk(self, url: str) -> Iterator[tuple[str, int]]:
+        base = file_path(url)
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = list(os.scandir(base / rel if rel else base))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                name = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(name)
+                elif e.is_file(follow_symlinks=False):
+                    yield name, e.stat(follow_symlinks=False).st_size
 
     def close(self) -> None:
         if self._pool is not None:

@@ -13,7 +13,7 @@ the destination on a fixed timer), hence the parallel jobs.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -179,6 +179,27 @@ class XRootDMover(Mover):
                 raise OSError(f"checksum of {url}: server answered {kind!r}, not adler32")
             adler = value.strip().lower().rjust(8, "0")
         return FileStat(int(info.size), adler)
+
+    def walk(self, url: str) -> Iterator[tuple[str, int]]:
+        from XRootD.client.flags import DirListFlags, StatInfoFlags
+
+        fs, base = self._fs(url)
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            status, listing = fs.dirlist(f"{base.rstrip('/')}/{rel}" if rel else base, DirListFlags.STAT)
+            if not status.ok:
+                if classify(status) is FailureKind.SOURCE_MISSING:
+                    continue
+                raise OSError(f"dirlist {url}/{rel}: {status.message}")
+            for entry in listing:
+                if entry.name.startswith("."):
+                    continue
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.statinfo.flags & StatInfoFlags.IS_DIR:
+                    stack.append(name)
+                else:
+                    yield name, int(entry.statinfo.size)
 
     def delete(self, url: str) -> None:
         fs, path = self._fs(url)
