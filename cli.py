@@ -1383,6 +1383,260 @@ def transfer_retry(
         click.echo(f"{n} transfer(s) queued again")
 
 
+# --- disaster recovery ---------------------------------------------------------------------------
+@cli.group(cls=DrpGroup)
+def dr() -> None:
+    """Disaster recovery: replica coverage, storage audits, recovery, full copies, site failover.
+
+    Nothing here deletes a catalogued replica. Dark files (on storage, not catalogued) are only
+    deleted with `audit --delete-dark`, and never when they are the last copy of a catalogued file.
+    """
+
+
+@dr.command("status")
+@click.option("--release", "scope", default=None, help="Only this release (catalogue scope).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_status(ctx: click.Context, scope: str | None, as_json: bool) -> None:
+    """Per site and dataset type, how much has a verified replica there; what lacks a second copy.
+
+    Exit 0 when every file has at least two verified copies, 1 otherwise.
+    """
+    from transfer.dr import status
+
+    with _checked_db(ctx).session() as session:
+        st = status(session, scope=scope)
+    if as_json:
+        _emit_json(st.to_dict())
+    else:
+        sites = sorted(st.sites)
+        _table(
+            "verified replicas (AVAILABLE) per site",
+            ["release", "type", "files", "GiB", *sites],
+            [
+                [t.scope, t.type, f"{t.files:,}", f"{t.bytes / 2**30:,.2f}"]
+                + [_pct(t.available.get(x, 0), t.files) for x in sites]
+                for t in st.types
+            ],
+        )
+        down = [x for x, ok in st.sites.items() if not ok]
+        if down:
+            click.echo(f"failed over (unavailable): {', '.join(down)}")
+        click.echo(
+            f"{st.files:,} files: {st.single_copy:,} with a single verified copy "
+            f"({', '.join(f'{k} {v:,}' for k, v in st.single_copy_at.items()) or 'none'}), "
+            f"{st.no_copy:,} with none"
+        )
+        for name, where in st.examples:
+            click.echo(f"  {name}: {where}")
+    sys.exit(st.exit_code)
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{n:,} ({100 * n / total:.1f}%)" if total else "-"
+
+
+@dr.command("audit")
+@click.option("--site", "site_name", required=True, help="Site whose storage to walk.")
+@click.option("--verify-checksums", is_flag=True, help="Read every file and compare its adler32 too.")
+@click.option(
+    "--sample",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Check only this fraction of the catalogued files (by hash of the name; no walk, no dark files).",
+)
+@click.option("--prefix", default="", help="Only this directory under the site root (e.g. dr1/coadd).")
+@click.option(
+    "--delete-dark", is_flag=True, help="Delete dark files (never the last copy of a catalogued file)."
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Checksum threads.")
+@click.option("--dry-run", is_flag=True, help="Report only: record nothing, declare nothing, delete nothing.")
+@_sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_audit(
+    ctx: click.Context,
+    site_name: str,
+    verify_checksums: bool,
+    sample: float | None,
+    prefix: str,
+    delete_dark: bool,
+    workers: int,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare a site's storage with the catalogue: LOST (catalogued, absent), CORRUPT (size or adler32
+    differs), DARK (present, not catalogued there).
+
+    Findings are recorded (time and reason) and LOST/CORRUPT replicas declared to the replication
+    back-end, which queues fresh copies for the rules that need them; `drp dr recover` finishes the
+    job. Exit 0 when nothing is lost or corrupt (dark files are reported), 1 otherwise.
+    """
+    from instrumentation.progress import terminal_progress
+    from transfer.dr import audit
+
+    catalogue, backend = _replication(sites_path)
+    report = audit(
+        _checked_db(ctx),
+        catalogue,
+        backend,
+        site_name,
+        verify_checksums=verify_checksums,
+        sample=sample,
+        prefix=prefix,
+        delete_dark=delete_dark,
+        dry_run=dry_run,
+        workers=workers,
+        progress=terminal_progress,
+    )
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        counts = report.to_dict()["counts"]
+        rate = report.bytes_read / 2**20 / report.seconds if report.seconds else 0.0
+        click.echo(
+            f"audit {report.audit_id or '(dry run)'} of {site_name}: {report.checked:,} of "
+            f"{report.catalogued:,} catalogued replicas checked"
+            + (
+                f", {report.bytes_read / 2**20:,.1f} MiB checksummed ({rate:,.0f} MiB/s)"
+                if report.checksums
+                else ""
+            )
+            + f" in {report.seconds:.1f} s: {counts['LOST']} lost, {counts['CORRUPT']} corrupt, "
+            f"{counts['DARK']} dark"
+        )
+        if report.findings:
+            _table(
+                None,
+                ["kind", "file", "reason", "action"],
+                [[f.kind.value, f.name, f.reason, f.action or ""] for f in report.findings[:200]],
+            )
+        if len(report.findings) > 200:
+            click.echo(f"  … {len(report.findings) - 200} more (--json lists all)")
+        if report.outside:
+            click.echo(
+                "not judged (no catalogued files of these types here): "
+                + ", ".join(f"{k} ({v:,})" for k, v in report.outside.items())
+            )
+    sys.exit(report.exit_code)
+
+
+@dr.command("recover")
+@click.option("--site", "site_name", required=True, help="Site whose BAD/LOST replicas to restore.")
+@click.option(
+    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be copied and what cannot be; change nothing.")
+@_sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_recover(
+    ctx: click.Context,
+    site_name: str,
+    max_seconds: float | None,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Re-copy the site's BAD and LOST replicas from a healthy site (verified copies only).
+
+    Files with no verified copy anywhere else are listed as unrecoverable and left in place. Exit 0 when
+    everything was restored, 1 if something could not be, 3 if --max-seconds left copies pending.
+    """
+    from transfer.dr import recover
+
+    catalogue, backend = _replication(sites_path)
+    bar = None if dry_run else _engine_progress()
+    try:
+        report = recover(
+            _checked_db(ctx),
+            catalogue,
+            backend,
+            site_name,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            on_round=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        verb = "would re-copy" if dry_run else "recovered"
+        done = report.to_recover if dry_run else report.recovered
+        click.echo(
+            f"{site_name}: {verb} {done:,} of {report.to_recover:,} replicas"
+            + ("" if dry_run else f" ({report.bytes / 2**20:,.1f} MiB), {report.pending:,} pending")
+            + f"; {len(report.unrecoverable):,} unrecoverable, {len(report.failed):,} failed"
+        )
+        for name, why in report.unrecoverable[:50]:
+            click.echo(f"  UNRECOVERABLE {name}: {why}")
+        for name, why in report.failed[:50]:
+            click.echo(f"  FAILED {name}: {why}")
+    sys.exit(report.exit_code)
+
+
+@dr.command("replicate")
+@click.option("--to", "site_name", required=True, help="Site that must hold the full release.")
+@click.option("--release", "scope", required=True, help="Release (catalogue scope), e.g. dr1.")
+@click.option(
+    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
+)
+@click.option("--dry-run", is_flag=True, help="Say how much is missing; change nothing.")
+@_sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_replicate(
+    ctx: click.Context,
+    site_name: str,
+    scope: str,
+    max_seconds: float | None,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Make a site hold every file of a release: one rule per dataset (`site=S`), then verified copies.
+
+    Idempotent. Exit 0 when the site holds everything, 1 if a rule is STUCK, 3 if work is left.
+    """
+    from transfer.dr import replicate
+
+    catalogue, backend = _replication(sites_path)
+    bar = None if dry_run else _engine_progress()
+    try:
+        report = replicate(
+            _checked_db(ctx),
+            catalogue,
+            backend,
+            site_name,
+            scope,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            on_round=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        click.echo(
+            f"{site_name}: {report.missing_files:,} files ({report.missing_bytes / 2**30:,.2f} GiB) of "
+            f"{report.datasets:,} datasets were missing"
+            + (
+                ""
+                if dry_run
+                else f"; {report.rules_added:,} rules added, {report.copied:,} copied, "
+                f"{report.failed:,} given up, {report.pending:,} still missing"
+            )
+        )
+        for line in report.unreachable[:20]:
+            click.echo(f"  STUCK {line}")
+    sys.exit(report.exit_code)
+
+
 # --- metrics -------------------------------------------------------------------------------------
 @cli.group(cls=DrpGroup)
 def metrics() -> None:

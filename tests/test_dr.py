@@ -212,3 +212,35 @@ storage = "file://{tmp_path / "slac"}"
 def status_of(d: CampaignDriver) -> DrStatus:
     with d.db.session() as s:
         return status(s)
+
+
+def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}", "DRP_SITES": str(tmp_path / "sites.toml")}
+    runner = CliRunner()
+
+    def drp(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        res = runner.invoke(cli, ["dr", *args, "--json"], env=env, catch_exceptions=False)
+        return res.exit_code, json.loads(res.stdout)
+
+    code, st = drp("status")
+    assert code == 0 and st["single_copy"] == 0
+    name = next(n for n, z in _catalogued(finished) if z > 100)
+    (tmp_path / "in2p3" / name).unlink()
+    code, rep = drp("audit", "--site", "in2p3", "--dry-run")
+    assert code == 1 and rep["counts"] == {"LOST": 1, "CORRUPT": 0, "DARK": 0} and rep["audit_id"] is None
+    code, rep = drp("audit", "--site", "in2p3", "--verify-checksums")
+    assert (
+        code == 1 and rep["findings"][0]["name"] == name and rep["findings"][0]["action"] == "declared LOST"
+    )
+    code, rec = drp("recover", "--site", "in2p3")
+    assert code == 0 and rec["recovered"] == 1
+    code, rep = drp("audit", "--site", "in2p3", "--sample", "0.5", "--verify-checksums")
+    assert code == 0 and 0 < rep["checked"] < rep["catalogued"]
+    bad = runner.invoke(cli, ["dr", "audit", "--site", "nowhere"], env=env)
+    assert bad.exit_code == 2 and "nowhere" in bad.output
