@@ -224,7 +224,7 @@ def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> N
     env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}", "DRP_SITES": str(tmp_path / "sites.toml")}
     runner = CliRunner()
 
-    def drp(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    def drp(*args: str) -> tuple[int, dict[str, object]]:
         res = runner.invoke(cli, ["dr", *args, "--json"], env=env, catch_exceptions=False)
         return res.exit_code, json.loads(res.stdout)
 
