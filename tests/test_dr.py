@@ -6,6 +6,7 @@ deleted only on request, never when they are the last copy."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -224,7 +225,7 @@ def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> N
     env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}", "DRP_SITES": str(tmp_path / "sites.toml")}
     runner = CliRunner()
 
-    def drp(*args: str) -> tuple[int, dict[str, object]]:
+    def drp(*args: str) -> tuple[int, Any]:
         res = runner.invoke(cli, ["dr", *args, "--json"], env=env, catch_exceptions=False)
         return res.exit_code, json.loads(res.stdout)
 
