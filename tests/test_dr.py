@@ -15,10 +15,14 @@ from bookkeeping import bulk
 from drp.campaign import CampaignDriver
 from drp.synth import generate_release
 from sites.catalogue import load_catalogue
+from tests import test_replication
 from tests.test_campaign import _setup
 from tests.test_local_backend import CFG
+from tests.test_replication import World
 from transfer.dr import DrStatus, FindingKind, audit, recover, replicate, status
 from transfer.replication.registry import get_replication
+
+world = test_replication.world  # the replication contract's fixture: embedded and Rucio × SQLite and PG
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +249,35 @@ def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> N
     assert code == 0 and 0 < rep["checked"] < rep["catalogued"]
     bad = runner.invoke(cli, ["dr", "audit", "--site", "nowhere"], env=env)
     assert bad.exit_code == 2 and "nowhere" in bad.output
+
+
+def test_audit_and_recover_on_every_replication_backend(world: World) -> None:
+    """The same damage found and repaired with the embedded back-end and a real Rucio server (where the
+    bad replicas are declared BAD and are AVAILABLE again after recovery), on SQLite and PostgreSQL."""
+    rows = world.register(world.did("raw/tract0101"), 8)
+    with world.db.session() as s:
+        world.backend.add_rule(s, world.did("raw/tract0101"), "site=in2p3")
+    world.engine.run(max_seconds=60)
+    rucio = getattr(world.backend, "client", None) is not None
+    root = world.roots["in2p3"]
+    assert audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True).findings == []
+    (root / rows[0].name).unlink()
+    (root / rows[1].name).unlink()
+    _flip(root / rows[2].name)
+    found = audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True)
+    assert {(f.kind, f.name) for f in found.findings} == {
+        (FindingKind.LOST, rows[0].name),
+        (FindingKind.LOST, rows[1].name),
+        (FindingKind.CORRUPT, rows[2].name),
+    }
+    if rucio:
+        for r in rows[:3]:
+            assert world.rucio_replica_state(r.name, "in2p3") == "BAD", "declared in Rucio"
+        assert world.rucio_replica_state(rows[3].name, "in2p3") == "AVAILABLE"
+    done = recover(world.db, world.cat, world.backend, "in2p3")
+    assert (done.recovered, done.unrecoverable, done.failed) == (3, [], [])
+    assert audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True).findings == []
+    for r in rows:
+        assert (root / r.name).read_bytes() == (world.roots["ncsa"] / r.name).read_bytes()
+        if rucio:
+            assert world.rucio_replica_state(r.name, "in2p3") == "AVAILABLE"
