@@ -377,6 +377,46 @@ def set_replica_states(session: Session, updates: Iterable[tuple[int, int, Repli
     return loaded
 
 
+def drop_pending_replicas(session: Session, pairs: Iterable[tuple[int, int]]) -> int:
+    """Remove (file id, site id) replicas that are still COPYING (a copy that will not be made, e.g. to a
+    failed-over site), keeping ``replica_counts`` exact. Replicas in any other state are left alone."""
+    loaded = _load_temp(
+        session,
+        "tmp_replica_drop",
+        "file_id BIGINT NOT NULL, site_id SMALLINT NOT NULL, PRIMARY KEY (file_id, site_id)",
+        ("file_id", "site_id"),
+        pairs,
+    )
+    if not loaded:
+        session.execute(text("DROP TABLE tmp_replica_drop"))
+        return 0
+    copying = int(ReplicaState.COPYING)
+    rows = session.execute(
+        text(
+            "SELECT f.dataset_id, t.site_id, count(*), coalesce(sum(f.size), 0) FROM tmp_replica_drop t "
+            "JOIN replicas r ON r.file_id = t.file_id AND r.site_id = t.site_id AND r.state = :c "
+            "JOIN files f ON f.id = t.file_id GROUP BY f.dataset_id, t.site_id"
+        ),
+        {"c": copying},
+    ).all()
+    session.execute(
+        text(
+            "DELETE FROM replicas WHERE state = :c AND EXISTS (SELECT 1 FROM tmp_replica_drop t "
+            "WHERE t.file_id = replicas.file_id AND t.site_id = replicas.site_id)"
+        ),
+        {"c": copying},
+    )
+    _bump_counts(
+        session,
+        "replica_counts",
+        ("dataset_id", "site_id", "state"),
+        ("n_files", "n_bytes"),
+        {(ds, site, copying): (-int(n), -int(b)) for ds, site, n, b in rows},
+    )
+    session.execute(text("DROP TABLE tmp_replica_drop"))
+    return sum(int(n) for _, _, n, _ in rows)
+
+
 # --- jobs and attempts ----------------------------------------------------------------------------
 def add_jobs(session: Session, campaign_id: int, jobs: Iterable[tuple[int, str, str, JobState]]) -> int:
     """Insert jobs of a campaign; ``data_id`` must already be canonical (see :func:`data_id_key`)."""

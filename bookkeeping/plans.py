@@ -67,11 +67,22 @@ def store_plan(session: Session, campaign: str, plan: SplitPlan, shares: dict[st
     assignments += [(row.id, t, ids[s], True) for t in sorted(plan.overlap) for s in plan.sites]
     copy_rows(session, "assignments", ("plan_id", "tract", "site_id", "overlap"), assignments)
 
+    # Only rules that the previous plan produced may be superseded: the campaign's other rules (inputs
+    # by visit, metadata, outputs) are not the split's to suspend.
+    previous = load_plan(session, campaign, last) if last else None
+    produced = set()
+    if previous is not None:
+        for spec in replication_rules(previous.plan):
+            ds_id = session.scalar(
+                select(Dataset.id).where(Dataset.scope == camp.release, Dataset.name == spec.dataset)
+            )
+            produced.add((ds_id, spec.expression))
     current = {
         (r.dataset_id, r.site_expression): r
         for r in session.scalars(
             select(Rule).where(Rule.campaign_id == camp.id, Rule.state != RuleState.SUSPENDED)
         )
+        if (r.dataset_id, r.site_expression) in produced
     }
     wanted = set()
     for spec in replication_rules(plan):

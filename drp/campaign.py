@@ -46,7 +46,7 @@ from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError
 from drp.locking import campaign_lock
 from drp.pipeline.jobs import ReleaseContext
 from drp.split import site_expression, tract_dataset
-from sites.catalogue import SiteCatalogue
+from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.checksum import adler32_file
 from transfer.engine import TransferEngine
 from transfer.replication.base import ReplicationBackend
@@ -254,7 +254,6 @@ class CampaignDriver:
                 registered += self.replication.register(
                     session, f"{self.release}:meta", rows, lead.name, campaign=self.name
                 ).n_files
-            n_sites = len(self.catalogue.sites)
             rules = 0
             for home, sites in sorted(needs.items()):
                 if sites:
@@ -266,7 +265,10 @@ class CampaignDriver:
                         campaign=self.name,
                     )
                     rules += 1
-            self.replication.add_rule(session, f"{self.release}:meta", "*", n_sites, campaign=self.name)
+            everywhere, n_sites = self._everywhere(session)
+            self.replication.add_rule(
+                session, f"{self.release}:meta", everywhere, n_sites, campaign=self.name
+            )
             # the split's own per-tract rules on datasets that hold no visits are satisfied at once
         return (
             CampaignState.REGISTERED,
@@ -306,7 +308,7 @@ class CampaignDriver:
 
         states: dict[str, str] = {}
         failed: list[str] = []
-        for site in self.catalogue.sites:
+        for site in self._processing_sites():
             spec_dir = processing.workflow_dir(self.cfg.workdir, self.name, site.name)
             if not (spec_dir / "workflow.json").is_file():
                 report, _ = processing.run(
@@ -377,7 +379,7 @@ class CampaignDriver:
         from drp import processing
 
         attempts = 0
-        for site in self.catalogue.sites:
+        for site in self._processing_sites():
             _, ingested = processing.status(self.db, self.name, site, self.cfg.workdir)
             attempts += ingested.attempts
         return CampaignState.VALIDATING, f"job reports collected ({attempts} new attempts)"
@@ -386,7 +388,13 @@ class CampaignDriver:
         from drp.crossval import compare_tract
         from drp.processing import site_root
 
-        lead = self.catalogue.lead
+        sites = self._processing_sites()
+        lead = self._reference(sites)
+        if len(sites) < 2:
+            return CampaignState.CONSOLIDATING, (
+                f"overlap not cross-validated: only {lead.name} processed it "
+                "(the other sites are failed over)"
+            )
         ctx = ReleaseContext(site_root(lead), self.release)
         failures: list[str] = []
         results = 0
@@ -395,7 +403,7 @@ class CampaignDriver:
             session.execute(text("DELETE FROM validations WHERE campaign_id = :c"), {"c": camp.id})
             for tract in self.cfg.split.overlap:
                 patches = [p.index for p in ctx.skymap.tracts[tract].patches]
-                for other in self.catalogue.sites:
+                for other in sites:
                     if other.name == lead.name:
                         continue
                     result = compare_tract(
@@ -429,17 +437,21 @@ class CampaignDriver:
                 )
             }
         assert stored is not None
-        n_sites = len(self.catalogue.sites)
+        from drp import processing
+
+        reference = self._reference(self._processing_sites())
         registered = 0
         with self.db.session() as session:
+            everywhere, n_sites = self._everywhere(session)
             for site in self.catalogue.sites:
                 root = site_root(site)
-                from drp import processing
-
-                spec = WorkflowSpec.load(processing.workflow_dir(self.cfg.workdir, self.name, site.name))
+                spec_dir = processing.workflow_dir(self.cfg.workdir, self.name, site.name)
+                if not (spec_dir / "workflow.json").is_file():
+                    continue  # a site that never processed (its share was failed over before it started)
+                spec = WorkflowSpec.load(spec_dir)
                 own = {t for t, s in stored.plan.assignment.items() if s == site.name}
-                if site.role.value == "lead":
-                    own |= set(stored.plan.overlap)  # the lead's overlap outputs are the release's
+                if site.name == reference.name:
+                    own |= set(stored.plan.overlap)  # the reference's overlap outputs are the release's
                 by_tract: dict[int, list[bulk.FileRow]] = {}
                 for node in spec.nodes():
                     tract = _tract_of(node.data_id)
@@ -454,10 +466,38 @@ class CampaignDriver:
                     registered += self.replication.register(
                         session, did, rows, site.name, campaign=self.name
                     ).n_files
-                    self.replication.add_rule(session, did, "*", n_sites, campaign=self.name)
+                    self.replication.add_rule(session, did, everywhere, n_sites, campaign=self.name)
         state, message = self._replicate(CampaignState.DONE)
         prefix = f"{registered} outputs registered; " if registered else ""
         return state, prefix + message
+
+    # -- sites -------------------------------------------------------------------------------------
+    def _unavailable(self, session: Session) -> set[str]:
+        """Sites failed over (``drp dr failover``): no processing there and no new copies to them."""
+        return {str(n) for (n,) in session.execute(text("SELECT name FROM sites WHERE NOT available"))}
+
+    def _processing_sites(self) -> list[SiteConfig]:
+        """The sites that process under the latest plan and are available, in catalogue order."""
+        with self.db.session() as session:
+            stored = load_plan(session, self.name)
+            down = self._unavailable(session)
+        planned = set(stored.plan.sites) if stored is not None else {s.name for s in self.catalogue.sites}
+        return [s for s in self.catalogue.sites if s.name in planned and s.name not in down]
+
+    def _reference(self, sites: list[SiteConfig]) -> SiteConfig:
+        """Whose overlap outputs are the release's: the lead, or the first available site after failover."""
+        for s in sites:
+            if s.name == self.catalogue.lead.name:
+                return s
+        return sites[0] if sites else self.catalogue.lead
+
+    def _everywhere(self, session: Session) -> tuple[str, int]:
+        """The expression and copies of "one copy at every site" (failed-over sites excluded)."""
+        down = self._unavailable(session) & {s.name for s in self.catalogue.sites}
+        n = len(self.catalogue.sites) - len(down)
+        if not down:
+            return "*", n
+        return "*" + "".join(f"\\site={s}" for s in sorted(down)), n
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def _campaign(self, session: Session) -> Campaign:

@@ -45,8 +45,10 @@ class SplitPlan:
     sites: tuple[str, ...]
 
     def tracts_of(self, site: str) -> set[int]:
-        """Every tract the site processes: its share plus the overlap region."""
-        return {t for t, s in self.assignment.items() if s == site} | set(self.overlap)
+        """Every tract the site processes: its share plus the overlap region (if it still takes part:
+        a failed-over site keeps only the tracts it had finished)."""
+        own = {t for t, s in self.assignment.items() if s == site}
+        return own | set(self.overlap) if site in self.sites else own
 
     def moved_from(self, previous: SplitPlan) -> dict[int, tuple[str, str]]:
         """Tracts whose site changed: tract -> (old site, new site)."""
