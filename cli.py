@@ -1637,6 +1637,74 @@ def dr_replicate(
     sys.exit(report.exit_code)
 
 
+@dr.command("failover")
+@_campaign_file
+@click.option("--from", "source", required=True, help="The site that is lost or must stop processing.")
+@click.option("--to", "target", required=True, help="The site that takes over its unfinished tracts.")
+@click.option(
+    "--include-finished",
+    is_flag=True,
+    help="Move the source's finished tracts too (its storage is lost: their outputs cannot be read).",
+)
+@click.option("--dry-run", is_flag=True, help="Say which tracts would move; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_failover(
+    ctx: click.Context,
+    campaign_file: Path,
+    source: str,
+    target: str,
+    include_finished: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Mark a site unavailable and move its unfinished processing, and the rules that feed it, to
+    another site; the campaign then continues (`drp campaign tick`). Reversed by `drp dr failback`.
+
+    Rules are suspended and replaced, never deleted; queued copies to the lost site are cancelled.
+    """
+    from drp.failover import failover
+
+    report = failover(
+        _driver(ctx, campaign_file), source, target, include_finished=include_finished, dry_run=dry_run
+    )
+    _print_failover(report, as_json)
+
+
+@dr.command("failback")
+@_campaign_file
+@click.option("--site", "site_name", required=True, help="The failed-over site that is back.")
+@click.option("--dry-run", is_flag=True, help="Say which tracts would go back; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_failback(
+    ctx: click.Context, campaign_file: Path, site_name: str, dry_run: bool, as_json: bool
+) -> None:
+    """Give a site back the tracts moved away by its failover that are not finished yet, make it
+    available again and restore its rules (the replacements are suspended)."""
+    from drp.failover import failback
+
+    _print_failover(failback(_driver(ctx, campaign_file), site_name, dry_run=dry_run), as_json)
+
+
+def _print_failover(report: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    prefix = "(dry run) " if report.dry_run else ""
+    click.echo(
+        f"{prefix}{report.action} {report.from_site} → {report.to_site}: "
+        f"{len(report.tracts_moved)} tract(s) move ({_ranges(report.tracts_moved) or 'none'}), "
+        f"{len(report.tracts_kept)} stay ({_ranges(report.tracts_kept) or 'none'})"
+    )
+    if not report.dry_run:
+        click.echo(
+            f"  split plan v{report.plan_version}; {len(report.rules_replaced)} rule(s) replaced, "
+            f"{report.transfers_cancelled} queued copies and {report.jobs_cancelled} jobs cancelled; "
+            f"campaign {report.state_before} → {report.state_after}"
+        )
+
+
 # --- metrics -------------------------------------------------------------------------------------
 @cli.group(cls=DrpGroup)
 def metrics() -> None:

@@ -123,8 +123,21 @@ def test_failback_before_processing_gives_the_share_back(tmp_path: Path, pristin
     _tick_until(driver, "REPLICATING")
     with driver.db.session() as s:
         original = dict(s.execute(text("SELECT tract, site_id FROM assignments WHERE NOT overlap")).all())
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}"}
+    args = ["dr", "failover", str(tmp_path / "campaign.toml"), "--from", "in2p3", "--to", "ncsa"]
+    dry = CliRunner().invoke(cli, [*args, "--dry-run", "--json"], env=env)
+    assert dry.exit_code == 0, dry.output
+    preview = json.loads(dry.stdout)
+    nothing = CliRunner().invoke(
+        cli, ["dr", "failback", str(tmp_path / "campaign.toml"), "--site", "in2p3"], env=env
+    )
+    assert nothing.exit_code == 1 and "no active failover" in nothing.output
     fo = failover(driver, "in2p3", "ncsa")
-    assert fo.tracts_moved and not fo.tracts_kept
+    assert fo.tracts_moved and not fo.tracts_kept and fo.tracts_moved == preview["tracts_moved"]
     with pytest.raises(Exception, match="failed over"):
         failover(driver, "ncsa", "in2p3")
     back = failback(driver, "in2p3")
