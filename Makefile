@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics clean
+.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-transfer: $(STAMP)
 ## bench-metrics: exporter scrape time on a 1,000,000-file bookkeeping database
 bench-metrics: $(STAMP)
 	$(PY) bench/metrics.py
+
+## bench-dr: audit with checksums vs cat (page cache and cold), audit of 100,000 files without
+bench-dr: $(STAMP)
+	$(PY) bench/dr.py
 
 clean:
 	rm -rf $(VENV) .venv-rucio drp-work .pytest_cache .mypy_cache .ruff_cache
