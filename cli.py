@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -1393,6 +1395,22 @@ def dr() -> None:
     """
 
 
+_dr_max_seconds = click.option(
+    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
+)
+
+
+@contextmanager
+def _engine_bar_unless(dry_run: bool) -> Iterator[Any]:
+    """The engine's progress bar for commands that copy (none in a dry run), always closed."""
+    bar = None if dry_run else _engine_progress()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @dr.command("status")
 @click.option("--release", "scope", default=None, help="Only this release (catalogue scope).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -1524,9 +1542,7 @@ def dr_audit(
 
 @dr.command("recover")
 @click.option("--site", "site_name", required=True, help="Site whose BAD/LOST replicas to restore.")
-@click.option(
-    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
-)
+@_dr_max_seconds
 @click.option("--dry-run", is_flag=True, help="Say what would be copied and what cannot be; change nothing.")
 @_sites_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -1547,8 +1563,7 @@ def dr_recover(
     from transfer.dr import recover
 
     catalogue, backend = _replication(sites_path)
-    bar = None if dry_run else _engine_progress()
-    try:
+    with _engine_bar_unless(dry_run) as bar:
         report = recover(
             _checked_db(ctx),
             catalogue,
@@ -1558,9 +1573,6 @@ def dr_recover(
             max_seconds=max_seconds,
             on_round=bar,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     if as_json:
         _emit_json(report.to_dict())
     else:
@@ -1581,9 +1593,7 @@ def dr_recover(
 @dr.command("replicate")
 @click.option("--to", "site_name", required=True, help="Site that must hold the full release.")
 @click.option("--release", "scope", required=True, help="Release (catalogue scope), e.g. dr1.")
-@click.option(
-    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
-)
+@_dr_max_seconds
 @click.option("--dry-run", is_flag=True, help="Say how much is missing; change nothing.")
 @_sites_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -1604,8 +1614,7 @@ def dr_replicate(
     from transfer.dr import replicate
 
     catalogue, backend = _replication(sites_path)
-    bar = None if dry_run else _engine_progress()
-    try:
+    with _engine_bar_unless(dry_run) as bar:
         report = replicate(
             _checked_db(ctx),
             catalogue,
@@ -1616,9 +1625,6 @@ def dr_replicate(
             max_seconds=max_seconds,
             on_round=bar,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     if as_json:
         _emit_json(report.to_dict())
     else:
