@@ -144,13 +144,7 @@ class CampaignDriver:
             camp = self._campaign(session)
             if camp.state is not CampaignState.FAILED:
                 raise InvalidInputError(f"campaign {self.name} is {camp.state.name}, not FAILED")
-            failed_in = session.scalar(
-                select(CampaignPhase.phase)
-                .where(CampaignPhase.campaign_id == camp.id, CampaignPhase.phase != CampaignState.FAILED)
-                .order_by(CampaignPhase.started_at.desc())
-                .limit(1)
-            )
-            phase = failed_in or CampaignState.CREATED
+            phase = failed_phase(session, camp.id) or CampaignState.CREATED
             requeued = retry_failed(session, rule=None) if phase is CampaignState.REPLICATING else 0
             camp.state, camp.message, camp.updated_at = phase, f"retrying {phase.name.lower()}", time.time()
             bulk.log_event(
@@ -546,6 +540,16 @@ class CampaignDriver:
                     message=message,
                 )
             camp.state, camp.message, camp.updated_at = after, message, now
+
+
+def failed_phase(session: Session, camp_id: int) -> CampaignState | None:
+    """The phase a FAILED campaign failed in: the last one it entered before FAILED."""
+    return session.scalar(
+        select(CampaignPhase.phase)
+        .where(CampaignPhase.campaign_id == camp_id, CampaignPhase.phase != CampaignState.FAILED)
+        .order_by(CampaignPhase.started_at.desc())
+        .limit(1)
+    )
 
 
 def _file_row(root: Path, name: str) -> bulk.FileRow:

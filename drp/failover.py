@@ -34,7 +34,7 @@ from bookkeeping import bulk
 from bookkeeping.models import Campaign, CampaignPhase, Failover, Rule
 from bookkeeping.plans import load_plan, store_plan
 from bookkeeping.states import CampaignState, JobState, RuleState, TransferState
-from drp.campaign import CampaignDriver
+from drp.campaign import CampaignDriver, failed_phase
 from drp.errors import InvalidInputError, NotFoundError
 from drp.locking import campaign_lock
 from drp.split import SplitPlan, site_expression
@@ -172,13 +172,7 @@ def _campaign_back(session: Session, camp: Campaign, message: str) -> None:
     """A processing (or processing/replication-FAILED) campaign goes back to REPLICATING."""
     state = camp.state
     if state is CampaignState.FAILED:
-        failed_in = session.scalar(
-            select(CampaignPhase.phase)
-            .where(CampaignPhase.campaign_id == camp.id, CampaignPhase.phase != CampaignState.FAILED)
-            .order_by(CampaignPhase.started_at.desc())
-            .limit(1)
-        )
-        if failed_in not in (CampaignState.REPLICATING, *_REPLICATE_AGAIN):
+        if failed_phase(session, camp.id) not in (CampaignState.REPLICATING, *_REPLICATE_AGAIN):
             camp.message = message
             return
     elif state not in _REPLICATE_AGAIN:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from bookkeeping import bulk
@@ -522,7 +522,7 @@ def recover(
         rows = session.execute(
             text(
                 "SELECT f.id, f.name, f.size, r.state, "
-                "(SELECT min(o.site_id) FROM replicas o JOIN sites s ON s.id = o.site_id "
+                "(SELECT min(o.site_id) FROM replicas o "
                 " WHERE o.file_id = f.id AND o.state = :a AND o.site_id <> :s), "
                 "(SELECT count(*) FROM transfers t WHERE t.file_id = f.id AND t.dest_site_id = :s "
                 " AND t.state IN (1, 2, 3)), "
@@ -578,7 +578,7 @@ def recover(
                 "SELECT f.id, r.state, f.size, (SELECT t.error FROM transfers t WHERE t.file_id = f.id "
                 " AND t.dest_site_id = :s ORDER BY t.id DESC LIMIT 1) "
                 "FROM files f JOIN replicas r ON r.file_id = f.id AND r.site_id = :s WHERE f.id IN :ids"
-            ).bindparams(_expanding("ids")),
+            ).bindparams(bindparam("ids", expanding=True)),
             {"s": site_id, "ids": list(targets)},
         ):
             if state == ReplicaState.AVAILABLE:
@@ -682,9 +682,3 @@ def replicate(
                 report.unreachable.append(f"{r.dataset}: {r.stuck_reason}")
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _expanding(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name, expanding=True)
