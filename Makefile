@@ -7,11 +7,13 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr clean
+.PHONY: demo test lint dist system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup clean
 
+# The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e .
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	    echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	$(PIP) --only-binary=:all: -e .
 	@touch $@
 
 $(TEST_STAMP): $(STAMP)
@@ -39,6 +41,11 @@ lint: $(TEST_STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+## dist: wheel and sdist in dist/ (`pipx install dist/satdrp-*.whl` gives a working `drp`)
+dist: $(TEST_STAMP)
+	rm -rf dist build
+	$(PY) -m build --outdir dist .
+
 ## bench: bookkeeping benchmark at the issue's default size (prints ratio= lines)
 bench: $(STAMP)
 	$(PY) bench/bookkeeping.py
@@ -63,5 +70,9 @@ bench-metrics: $(STAMP)
 bench-dr: $(STAMP)
 	$(PY) bench/dr.py
 
+## bench-startup: `drp --help`, `campaign status --json` and `campaign tick` on a finished campaign vs `python -c pass`
+bench-startup: $(STAMP)
+	$(PY) bench/startup.py
+
 clean:
-	rm -rf $(VENV) .venv-rucio drp-work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-rucio drp-work dist build .pytest_cache .mypy_cache .ruff_cache

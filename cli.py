@@ -223,6 +223,44 @@ def sites_sync(ctx: click.Context, sites_path: Path | None, as_json: bool) -> No
         click.echo(f"{len(ids)} sites in bookkeeping: {', '.join(sorted(ids))}")
 
 
+# --- doctor -------------------------------------------------------------------------------------
+@cli.command("doctor", cls=click.Command)
+@_sites_opt
+@click.option(
+    "--push-gateway",
+    metavar="URL",
+    envvar="DRP_PUSH_GATEWAY",
+    default=None,
+    help="Also check this Prometheus Pushgateway (env DRP_PUSH_GATEWAY).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def doctor_cmd(ctx: click.Context, sites_path: Path | None, push_gateway: str | None, as_json: bool) -> None:
+    """Check that this host can run the campaign; run it first. One row per component and check: the
+    bookkeeping database (client, reachable, schema at head), the site catalogue, and each back-end
+    it names (client installed and its version; scheduler, storage and service endpoints reachable;
+    credentials present and accepted, never shown). Writes nothing.
+
+    Exit 0 all good, 1 something unreachable, without credentials or behind, 2 a configuration
+    problem (a missing client module included: the row says which extra installs it).
+    """
+    from drp.doctor import doctor
+
+    report = doctor(ctx.obj["db_url"], sites_path, push_gateway)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:  # grouped lines, readable at any width and in cron mail
+        last = None
+        for r in report.rows:
+            if r.component != last:
+                click.echo(r.component)
+                last = r.component
+            click.echo(f"  {r.health.value:<14} {r.check}: {r.detail}")
+        bad = sum(r.health.value != "ok" for r in report.rows)
+        click.echo(f"{bad} problem{'s' if bad != 1 else ''} found" if bad else "all checks passed")
+    sys.exit(report.exit_code)
+
+
 # --- release ------------------------------------------------------------------------------------
 _site_root = click.option(
     "--root", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="Site root."
@@ -1024,10 +1062,11 @@ def _print_status(status: Any) -> None:
 
 # --- data, rules, transfer -------------------------------------------------------------------------
 def _replication(sites_path: Path | None) -> tuple[Any, Any]:
-    from sites.catalogue import load_catalogue
+    from sites.catalogue import load_catalogue, require_clients
     from transfer.replication.registry import get_replication
 
     catalogue = load_catalogue(sites_path)
+    require_clients(catalogue)  # every mover and back-end it may use, before any work
     return catalogue, get_replication(catalogue)
 
 

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import psycopg
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -122,6 +121,11 @@ def copy_rows(
     """
     dialect, raw = _driver(session)
     cols = ", ".join(columns)
+    integrity: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+    if dialect == "postgresql":
+        import psycopg  # the [postgres] extra; only a PostgreSQL session gets here
+
+        integrity = (psycopg.IntegrityError,)
     try:
         if dialect == "postgresql":
             with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
@@ -134,7 +138,7 @@ def copy_rows(
                 cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
             finally:
                 cur.close()
-    except (sqlite3.IntegrityError, psycopg.IntegrityError) as err:
+    except integrity as err:
         first = str(err).splitlines()[0]
         raise InvalidInputError(f"{what or table}: rejected by the database: {first}") from err
 

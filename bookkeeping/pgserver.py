@@ -14,8 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
 from drp.errors import DrpError
 
 PG_BINDIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
@@ -91,6 +89,8 @@ class PgServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str, template: str | None = None) -> str:
+        import psycopg  # the [postgres] extra
+
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as conn:
@@ -99,6 +99,8 @@ class PgServer:
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
+        import psycopg
+
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as conn:

@@ -46,7 +46,7 @@ from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError
 from drp.locking import campaign_lock
 from drp.pipeline.jobs import ReleaseContext
 from drp.split import site_expression, tract_dataset
-from sites.catalogue import SiteCatalogue, SiteConfig
+from sites.catalogue import SiteCatalogue, SiteConfig, require_clients
 from transfer.checksum import adler32_file
 from transfer.engine import TransferEngine
 from transfer.replication.base import ReplicationBackend
@@ -76,6 +76,7 @@ class TickResult:
 
 class CampaignDriver:
     def __init__(self, db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
+        require_clients(catalogue)  # a missing production client stops us before any work
         self.db = db
         self.cfg = cfg
         self.catalogue = catalogue

@@ -34,16 +34,27 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bookkeeping.bulk import SiteRow
 from bookkeeping.states import SiteRole
 from drp.configfile import config_error, read_toml
 from drp.errors import ConfigError
+from drp.plugins import Kind, Plugin, plugin, require
 
 DEFAULT_SITES_FILE = "sites.toml"
 STORAGE_SCHEMES = ("file", "root", "davs", "https")
@@ -165,6 +176,12 @@ class SiteCatalogue(BaseModel):
     site: list[SiteConfig] = Field(min_length=1)
     replication: ReplicationConfig = ReplicationConfig()
     transfer: TransferConfig = TransferConfig()
+    _source: str = PrivateAttr(default="site catalogue")
+
+    @property
+    def source(self) -> str:
+        """Where the catalogue was read from, for messages."""
+        return self._source
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteCatalogue:
@@ -234,7 +251,9 @@ def consistency_problem(cat: SiteCatalogue) -> tuple[str | None, str] | None:
 
 def parse_catalogue(data: dict[str, Any], source: str) -> SiteCatalogue:
     try:
-        return SiteCatalogue.model_validate(data)
+        cat = SiteCatalogue.model_validate(data)
+        cat._source = source
+        return cat
     except ValidationError as err:
         first = err.errors()[0]
         if not first["loc"]:  # a whole-catalogue problem: say it with its precise key
@@ -252,3 +271,54 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> SiteCatalogue:
     """Read and validate a site catalogue; ``None`` means ``$DRP_SITES`` or ``./sites.toml``."""
     p = Path(path or os.environ.get("DRP_SITES") or DEFAULT_SITES_FILE)
     return parse_catalogue(read_toml(p, "pass --sites PATH or set DRP_SITES"), str(p))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A back-end the catalogue uses: where it is configured (site, key), what it is, its settings and
+    the storage roots it serves (for a storage mover)."""
+
+    site: str | None
+    key: str
+    what: str
+    plugin: Plugin
+    settings: dict[str, Any] = field(default_factory=dict)
+    roots: tuple[str, ...] = ()
+
+
+def requirements(cat: SiteCatalogue, sites: set[str] | None = None) -> Iterator[Requirement]:
+    """Every back-end the catalogue (or the named sites of it) uses: compute per site, the mover of
+    each site's own storage and of each link between sites, and the replication back-end."""
+    src = cat.source
+    chosen = [(i, s) for i, s in enumerate(cat.site, start=1) if sites is None or s.name in sites]
+    for i, site in chosen:
+        name, key = site.compute.backend, f"site[{i}].compute.backend"
+        found = plugin(Kind.COMPUTE, name, src, key)
+        yield Requirement(
+            site.name, key, f"site {site.name!r} compute {name!r}", found, site.compute.settings
+        )
+        own = DEFAULT_MOVERS.get((site.scheme, site.scheme))
+        if own is not None:
+            key = f"site[{i}].storage"
+            what = f"site {site.name!r} storage ({site.scheme}://, mover {own!r})"
+            yield Requirement(site.name, key, what, plugin(Kind.MOVER, own, src, key), roots=(site.storage,))
+    for _, source in chosen:
+        for j, dest in enumerate(cat.site, start=1):
+            if source.name == dest.name:
+                continue
+            link = cat.link(source.name, dest.name)
+            explicit = next((k for k, li in enumerate(cat.transfer.link, start=1) if li is link), None)
+            key = f"transfer.link[{explicit}].mover" if explicit else f"site[{j}].storage"
+            what = f"link {source.name} → {dest.name} mover {link.mover!r}"
+            found = plugin(Kind.MOVER, link.mover, src, key)
+            yield Requirement(source.name, key, what, found, link.settings)
+    name, key = cat.replication.backend, "replication.backend"
+    found = plugin(Kind.REPLICATION, name, src, key)
+    yield Requirement(None, key, f"replication {name!r}", found, cat.replication.settings)
+
+
+def require_clients(cat: SiteCatalogue, sites: set[str] | None = None) -> None:
+    """Refuse, before any work, a catalogue whose back-ends need a client that is not installed:
+    one :class:`drp.plugins.MissingClientError` (exit 2) naming the site, the key and the fix."""
+    for req in requirements(cat, sites):
+        require(req.plugin, cat.source, req.key, req.what)

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from bookkeeping.database import Database, expected_head
+from bookkeeping.database import Database, expected_head, migration_tree_head
 from bookkeeping.models import Base
 from drp.errors import SchemaOutOfDateError
 
@@ -16,6 +16,20 @@ TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 def _tables(db: Database) -> set[str]:
     return set(inspect(db.engine).get_table_names()) - {"alembic_version"}
+
+
+def test_expected_head_is_the_migration_trees_head() -> None:
+    assert expected_head() == migration_tree_head(), "a migration was added: move SCHEMA_HEAD to it"
+
+
+def test_current_revision_is_what_alembic_reads(empty_db: Database) -> None:
+    for revision in ("0001", "0003", None):
+        if revision is None:
+            empty_db.downgrade("base")
+        else:
+            empty_db.upgrade(revision)
+        with empty_db.engine.connect() as conn:
+            assert empty_db.current_revision() == MigrationContext.configure(conn).get_current_revision()
 
 
 def test_upgrade_from_empty_then_downgrade_to_base(empty_db: Database) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drp.layout import Layout
+from drp.probes import Probe
 from drp.workflow import Node, WorkflowSpec
 
 DEFAULT_MEMORY_MB = {"calibrate": 1024, "warp": 512, "coadd": 1024, "measure": 1024, "merge": 512}
@@ -146,6 +147,10 @@ class ComputeBackend(ABC):
     @abstractmethod
     def restart(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
         """Run what did not succeed, never re-running a succeeded job."""
+
+    @abstractmethod
+    def probe(self) -> list[Probe]:
+        """For `drp doctor`: can this back-end reach its scheduler (short time-outs, no raising)?"""
 
     def memory_requests(self, spec: WorkflowSpec) -> dict[str, int]:
         """Per-job memory requests (MB) that differ from the step default, for bookkeeping."""

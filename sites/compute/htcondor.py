@@ -39,6 +39,7 @@ from pydantic import Field
 from drp.atomic import atomic_write, write_bytes_atomic, write_json_atomic
 from drp.errors import DrpError
 from drp.pipeline.jobs import STEPS
+from drp.probes import TIMEOUT_S, Health, Probe, tcp
 from drp.workflow import Node, WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
@@ -288,6 +289,29 @@ class HTCondorBackend(ComputeBackend):
         return self.dag_path(spec)
 
     # -- the interface ---------------------------------------------------------------------------
+    def probe(self) -> list[Probe]:
+        where = self.settings.schedd
+        if not where:
+            return [Probe("schedd", Health.OK, "none configured: DAGs are written for condor_submit_dag")]
+        if where != "local":
+            host, _, port = where.rpartition(":")
+            return [tcp("schedd", host, int(port) if port.isdigit() else 9618)]
+        import concurrent.futures
+
+        import htcondor2
+
+        def locate() -> str:
+            return str(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd).get("Name", "?"))
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the bindings have no time-out of their own
+            try:
+                name = pool.submit(locate).result(timeout=TIMEOUT_S)
+            except Exception as err:
+                return [
+                    Probe("schedd local", Health.UNREACHABLE, f"{type(err).__name__}: {err}".rstrip(": "))
+                ]
+        return [Probe("schedd local", Health.OK, f"the collector knows schedd {name}")]
+
     def _schedd(self) -> Any:
         import classad2
         import htcondor2

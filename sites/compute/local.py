@@ -36,6 +36,7 @@ from pydantic import Field
 
 from drp.atomic import write_json_atomic
 from drp.layout import Layout
+from drp.probes import Health, Probe
 from drp.workflow import Node, WorkflowSpec
 from instrumentation.profiler import JobReport, Profiler, Running, open_attempt, read_report, reap
 
@@ -366,6 +367,11 @@ class LocalBackend(ComputeBackend):
     name = "local"
     Settings = LocalSettings
     settings: LocalSettings
+
+    def probe(self) -> list[Probe]:
+        cores = os.cpu_count() or 1
+        detail = f"{self.settings.max_workers} workers on this host ({cores} cores)"
+        return [Probe("executor", Health.OK, detail)]
 
     def submit(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
         current = self.poll(spec)

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import Field
 
 from drp.errors import DrpError
+from drp.probes import Health, Probe
 from drp.workflow import WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
@@ -87,6 +88,15 @@ class PegasusBackend(ComputeBackend):
 
     def directory(self, spec: WorkflowSpec) -> Path:
         return spec.directory / "pegasus"
+
+    def probe(self) -> list[Probe]:
+        planner = shutil.which(self.settings.pegasus_plan)
+        if planner is None:
+            detail = (
+                f"{self.settings.pegasus_plan} not on PATH: workflows are written and checked, not planned"
+            )
+            return [Probe("planner", Health.OK, detail)]
+        return [Probe("planner", Health.OK, planner)]
 
     def write(self, spec: WorkflowSpec) -> dict[str, Path]:
         """Write and validate the four files; returns them by name."""

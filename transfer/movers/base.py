@@ -17,6 +17,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from drp.probes import Probe
+
 
 class FailureKind(StrEnum):
     """Why a copy failed; the engine's retry policy depends on it."""
@@ -103,6 +105,11 @@ class Mover(ABC):
     @abstractmethod
     def delete(self, url: str) -> None:
         """Remove a file from storage (a bad copy); absent is fine."""
+
+    @abstractmethod
+    def probe(self, roots: Sequence[str]) -> list[Probe]:
+        """For `drp doctor`: can this mover reach its service and these storage roots? Bounded by
+        short time-outs; never raises for an outage and never prints a credential."""
 
     def walk(self, url: str) -> Iterator[tuple[str, int]]:
         """Every file under a directory URL as (path relative to it, size), hidden names (temporary

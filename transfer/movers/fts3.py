@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 
 from drp.errors import ConfigError, DrpError
+from drp.probes import Health, Probe, credential_file, http
 
 from .base import (
     FailureKind,
@@ -228,6 +229,35 @@ class FTS3Mover(Mover):
 
         for job_id in sorted({e.partition("#")[0] for e in external_ids.values()}):
             fts3.cancel(self.context, job_id)
+
+    def probe(self, roots: Sequence[str]) -> list[Probe]:
+        s = self.settings
+        endpoint = http("FTS3 endpoint", s.endpoint, verify=s.verify)
+        creds = self._credentials()
+        if endpoint.health is not Health.OK or creds.health is not Health.OK:
+            return [endpoint, creds]
+        import fts3.rest.client.easy as fts3
+
+        try:  # the credentials are present: does FTS accept them?
+            who = fts3.whoami(self.context)
+        except Exception as err:  # the client raises its own tree; the text never holds the token
+            return [endpoint, Probe(creds.check, Health.NO_CREDENTIALS, f"refused: {type(err).__name__}")]
+        user = who.get("user_dn") or who.get("dn") or "?"
+        return [endpoint, Probe(creds.check, Health.OK, f"{creds.detail}; FTS knows us as {user}")]
+
+    def _credentials(self) -> Probe:
+        s, check = self.settings, "FTS3 credentials"
+        if s.token is not None:
+            return Probe(check, Health.OK, "bearer token configured")
+        if s.token_env:
+            if os.environ.get(s.token_env):
+                return Probe(check, Health.OK, f"bearer token in ${s.token_env}")
+            return Probe(check, Health.NO_CREDENTIALS, f"${s.token_env} is not set")
+        if s.ucert:
+            cert = credential_file(check, s.ucert, "certificate")
+            return cert if cert.health is not Health.OK else credential_file(check, s.ukey or s.ucert, "key")
+        proxy = os.environ.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"
+        return credential_file(check, proxy, "X.509 proxy")
 
     def stat(self, url: str, *, checksum: bool = True) -> FileStat | None:
         raise FTS3Error(

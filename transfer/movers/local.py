@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from drp.probes import Probe, posix_root
 from transfer.checksum import adler32_file, adler32_hex
 from transfer.storage import file_path
 
@@ -152,6 +153,9 @@ class LocalMover(Mover):
 
     def cancel(self, external_ids: Mapping[int, str]) -> None:
         return None
+
+    def probe(self, roots: Sequence[str]) -> list[Probe]:
+        return [posix_root("storage", file_path(r)) for r in roots if r.startswith("file:")]
 
     def stat(self, url: str, *, checksum: bool = True) -> FileStat | None:
         path = file_path(url)

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 from pydantic import Field
 
+from drp.probes import TIMEOUT_S, Health, Probe, tcp
+
 from .base import (
     FailureKind,
     FileStat,
@@ -159,6 +161,24 @@ class XRootDMover(Mover):
 
     def cancel(self, external_ids: Mapping[int, str]) -> None:
         return None
+
+    def probe(self, roots: Sequence[str]) -> list[Probe]:
+        out = []
+        for root in roots:
+            if not root.startswith(("root:", "xroot:")):
+                continue
+            check, url = "storage", urlparse(root)
+            reach = tcp(check, url.hostname or "localhost", url.port or 1094)
+            if reach.health is not Health.OK:  # a closed port: no need to wait for the client's retries
+                out.append(reach)
+                continue
+            host, _ = split_url(root)
+            status, _ = self._client.FileSystem(host).ping(timeout=int(TIMEOUT_S))
+            health = Health.OK if status.ok else Health.UNREACHABLE
+            out.append(
+                Probe(check, health, f"{host} answers ping" if status.ok else f"{host}: {status.message}")
+            )
+        return out
 
     def stat(self, url: str, *, checksum: bool = True) -> FileStat | None:
         from XRootD.client.flags import QueryCode

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.states import ReplicaState, RuleState
 from drp.errors import InvalidInputError
+from drp.probes import Probe
 from sites.catalogue import SiteCatalogue
 from transfer.expressions import SiteAttributes
 
@@ -141,3 +142,7 @@ class ReplicationBackend(ABC):
     @abstractmethod
     def gave_up(self, session: Session, replicas: Sequence[tuple[int, int, ReplicaState, str]]) -> None:
         """(file id, site id, new state, reason): copies the engine stopped retrying."""
+
+    @abstractmethod
+    def probe(self) -> list[Probe]:
+        """For `drp doctor`: can the back-end reach its catalogue, with credentials? (no raising)"""

@@ -31,6 +31,7 @@ from bookkeeping.bulk import FileRow, RegisterResult, TransferRow
 from bookkeeping.models import BadReplica, Campaign, Dataset, Rule, RuleSite, Site
 from bookkeeping.states import ReplicaState, RuleState
 from drp.errors import InvalidInputError, NotFoundError
+from drp.probes import Health, Probe
 from transfer.expressions import check, evaluate
 
 from .base import ReplicaInfo, ReplicationBackend, RuleInfo, StepReport, split_did
@@ -54,6 +55,9 @@ def ensure_sites(session: Session, backend: ReplicationBackend) -> dict[str, int
 
 class EmbeddedBackend(ReplicationBackend):
     name = "embedded"
+
+    def probe(self) -> list[Probe]:
+        return [Probe("catalogue", Health.OK, "rules and replicas are kept in bookkeeping")]
 
     # -- catalogue ---------------------------------------------------------------------------------
     def register(

@@ -35,6 +35,7 @@ from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.models import Dataset, Rule, RuleSite
 from bookkeeping.states import ReplicaState, RuleState
 from drp.errors import ConfigError, DrpError, InvalidInputError
+from drp.probes import TIMEOUT_S, Health, Probe, credential_file, http
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
 
@@ -98,13 +99,11 @@ class RucioBackend(EmbeddedBackend):
             s = self.settings
             creds: dict[str, str] = {}
             if s.auth_type == "userpass":
-                password = s.password.get_secret_value() if s.password else None
-                if s.password_env:
-                    password = os.environ.get(s.password_env)
-                    if password is None:
-                        raise ConfigError(
-                            "site catalogue", "replication.password_env", f"${s.password_env} is not set"
-                        )
+                password = self._password()
+                if s.password_env and password is None:
+                    raise ConfigError(
+                        "site catalogue", "replication.password_env", f"${s.password_env} is not set"
+                    )
                 if not s.username or password is None:
                     raise ConfigError(
                         "site catalogue", "replication", "userpass needs username and password(_env)"
@@ -127,6 +126,68 @@ class RucioBackend(EmbeddedBackend):
                     f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
                 ) from err
         return self._client
+
+    def probe(self) -> list[Probe]:
+        s = self.settings
+        server = http("Rucio server", s.host.rstrip("/") + "/ping")
+        creds = self._credentials()
+        if server.health is not Health.OK or creds.health is not Health.OK:
+            return [server, creds]
+        if s.auth_type == "userpass":  # ask the auth server itself: the client would reuse a cached token
+            return [server, self._check_userpass(creds)]
+        try:
+            who = self.client.whoami()
+        except Exception as err:  # rucio's own tree; its text is not shown, it may echo a credential
+            cause = err.__cause__ or err
+            return [server, Probe(creds.check, Health.NO_CREDENTIALS, f"refused: {type(cause).__name__}")]
+        account = (who or {}).get("account", s.account)
+        return [server, Probe(creds.check, Health.OK, f"{creds.detail}; authenticated as {account}")]
+
+    def _check_userpass(self, creds: Probe) -> Probe:
+        import urllib.error
+        import urllib.request
+
+        s = self.settings
+        request = urllib.request.Request(
+            (s.auth_host or s.host).rstrip("/") + "/auth/userpass",
+            headers={
+                "X-Rucio-Account": s.account,
+                "X-Rucio-Username": s.username or "",
+                "X-Rucio-Password": self._password() or "",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S):
+                return Probe(creds.check, Health.OK, f"{creds.detail}; authenticated as {s.account}")
+        except urllib.error.HTTPError as err:
+            health = Health.NO_CREDENTIALS if err.code in (401, 403) else Health.UNREACHABLE
+            return Probe(creds.check, health, f"refused by the auth server (HTTP {err.code})")
+        except (urllib.error.URLError, OSError) as err:
+            return Probe(creds.check, Health.UNREACHABLE, f"auth server: {getattr(err, 'reason', err)}")
+
+    def _password(self) -> str | None:
+        s = self.settings
+        if s.password_env:
+            return os.environ.get(s.password_env)
+        return s.password.get_secret_value() if s.password else None
+
+    def _credentials(self) -> Probe:
+        s = self.settings
+        check = f"Rucio credentials ({s.auth_type}, account {s.account})"
+        if s.auth_type == "userpass":
+            if not s.username:
+                return Probe(check, Health.NO_CREDENTIALS, "no username configured")
+            if s.password_env:
+                if os.environ.get(s.password_env) is None:
+                    return Probe(check, Health.NO_CREDENTIALS, f"${s.password_env} is not set")
+                return Probe(check, Health.OK, f"user {s.username}, password in ${s.password_env}")
+            if s.password is None:
+                return Probe(check, Health.NO_CREDENTIALS, "no password or password_env configured")
+            return Probe(check, Health.OK, f"user {s.username}, password configured")
+        if s.auth_type in ("x509", "x509_proxy"):
+            path = s.client_cert or os.environ.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"
+            return credential_file(check, path, "certificate" if s.client_cert else "X.509 proxy")
+        return Probe(check, Health.OK, "OIDC tokens are handled by the Rucio client")
 
     def rse(self, site: str) -> str:
         return site.upper().replace("-", "_") + self.settings.rse_suffix
