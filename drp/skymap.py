@@ -16,11 +16,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.wcs import WCS
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 
 class SkyMapConfig(BaseModel):
@@ -60,6 +63,8 @@ class Box:
 
 def _tan_wcs(header: tuple[tuple[str, float | str], ...], x0: int = 0, y0: int = 0) -> WCS:
     """A TAN WCS from a tract's header items, with the pixel origin moved to (x0, y0)."""
+    from astropy.wcs import WCS  # astropy costs ~0.6 s to import: only code that projects pays it
+
     hdr = dict(header)
     w = WCS(naxis=2)
     w.wcs.ctype = [str(hdr["CTYPE1"]), str(hdr["CTYPE2"])]

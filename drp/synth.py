@@ -14,16 +14,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from astropy.io import fits
-from astropy.wcs import WCS
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.special import erf
 
 from drp import __version__
 from drp.errors import InvalidInputError
@@ -31,6 +26,11 @@ from drp.files import write_bytes_atomic, write_fits_atomic, write_parquet_atomi
 from drp.layout import Layout
 from drp.skymap import SkyMap, SkyMapConfig
 from instrumentation.progress import ProgressFactory, no_progress
+
+if TYPE_CHECKING:  # the heavy libraries are imported by the functions that render, not by importers
+    import pyarrow as pa
+    from astropy.io import fits
+    from astropy.wcs import WCS
 
 BAND_OFFSETS = {"u": 1.2, "g": 0.5, "r": 0.0, "i": -0.25, "z": -0.4, "y": -0.5}  # typical star colours
 
@@ -113,6 +113,8 @@ def plan_visits(cfg: ReleaseConfig, skymap: SkyMap) -> list[Visit]:
 
 
 def make_truth(cfg: ReleaseConfig, skymap: SkyMap) -> pa.Table:
+    import pyarrow as pa
+
     """Stars and galaxies over the sky map with per-band magnitudes (AB-like, 'mag_<band>')."""
     rng = np.random.default_rng([cfg.seed, 0])
     ra0, ra1, dec0, dec1 = skymap.bounds_deg()
@@ -145,6 +147,8 @@ def make_truth(cfg: ReleaseConfig, skymap: SkyMap) -> pa.Table:
 
 
 def make_refcat(cfg: ReleaseConfig, truth: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     """Bright stars with small, realistic errors (10 mas positions, 5 mmag magnitudes)."""
     rng = np.random.default_rng([cfg.seed, 2])
     ref_band = "r" if "r" in cfg.bands else cfg.bands[0]
@@ -165,6 +169,8 @@ def make_refcat(cfg: ReleaseConfig, truth: pa.Table) -> pa.Table:
 
 
 def visit_wcs(v: Visit, cfg: ReleaseConfig, ra: float | None = None, dec: float | None = None) -> WCS:
+    from astropy.wcs import WCS
+
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [v.ra_deg if ra is None else ra, v.dec_deg if dec is None else dec]
@@ -177,10 +183,13 @@ def visit_wcs(v: Visit, cfg: ReleaseConfig, ra: float | None = None, dec: float 
 def _integrated_gaussian(offsets: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
     """Fraction of a unit 1-D Gaussian falling in pixels at ``offsets`` (pixel edges at ±0.5)."""
     s = sigma * math.sqrt(2)
+    from scipy.special import erf
+
     return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
 
 
 def render_visit(v: Visit, cfg: ReleaseConfig, truth: pa.Table) -> tuple[NDArray[np.float32], fits.Header]:
+
     rng = np.random.default_rng([cfg.seed, 100, v.visit])
     n = cfg.image_pix
     true_wcs = visit_wcs(v, cfg)
@@ -280,6 +289,8 @@ def generate_release(cfg: ReleaseConfig, root: Path, *, progress: ProgressFactor
         raise InvalidInputError(
             f"unknown band(s) {sorted(set(cfg.bands) - set(BAND_OFFSETS))}; known: {', '.join(BAND_OFFSETS)}"
         )
+    from astropy.io import fits
+
     layout = Layout(cfg.name)
     skymap = SkyMap(cfg.skymap)
     truth = make_truth(cfg, skymap)
@@ -316,4 +327,6 @@ def load_manifest(root: Path, release: str) -> dict[str, Any]:
 
 
 def read_parquet(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
     return pq.read_table(path)
