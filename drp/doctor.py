@@ -127,6 +127,8 @@ def backend_rows(catalogue: SiteCatalogue) -> list[Row]:
             except DrpError as err:
                 probed[key] = [Probe("settings", Health.CONFIG, f"{req.key}: {err}")]
         rows.extend(Row(component, p.check, p.health, p.detail) for p in probed[key])
+        if not req.plugin.clients and not probed[key]:
+            rows.append(Row(component, "configured", Health.OK, "no client or service to reach"))
     return rows
 
 

@@ -72,34 +72,20 @@ class Plugin:
     clients: tuple[Client, ...] = ()
 
 
+_REGISTERED = (
+    Plugin(Kind.COMPUTE, "local", "sites.compute.local:LocalBackend"),
+    Plugin(Kind.COMPUTE, "htcondor", "sites.compute.htcondor:HTCondorBackend", (HTCONDOR,)),
+    Plugin(Kind.COMPUTE, "pegasus", "sites.compute.pegasus:PegasusBackend", (PEGASUS,)),
+    Plugin(Kind.MOVER, "local", "transfer.movers.local:LocalMover"),
+    Plugin(Kind.MOVER, "xrootd", "transfer.movers.xrootd:XRootDMover", (XROOTD,)),
+    Plugin(Kind.MOVER, "fts3", "transfer.movers.fts3:FTS3Mover", (FTS3,)),
+    Plugin(Kind.REPLICATION, "embedded", "transfer.replication.embedded:EmbeddedBackend"),
+    Plugin(Kind.REPLICATION, "rucio", "transfer.replication.rucio:RucioBackend", (RUCIO,)),
+)
 PLUGINS: dict[Kind, dict[str, Plugin]] = {
-    kind: {p.name: p for p in plugins}
-    for kind, plugins in (
-        (
-            Kind.COMPUTE,
-            (
-                Plugin(Kind.COMPUTE, "local", "sites.compute.local:LocalBackend"),
-                Plugin(Kind.COMPUTE, "htcondor", "sites.compute.htcondor:HTCondorBackend", (HTCONDOR,)),
-                Plugin(Kind.COMPUTE, "pegasus", "sites.compute.pegasus:PegasusBackend", (PEGASUS,)),
-            ),
-        ),
-        (
-            Kind.MOVER,
-            (
-                Plugin(Kind.MOVER, "local", "transfer.movers.local:LocalMover"),
-                Plugin(Kind.MOVER, "xrootd", "transfer.movers.xrootd:XRootDMover", (XROOTD,)),
-                Plugin(Kind.MOVER, "fts3", "transfer.movers.fts3:FTS3Mover", (FTS3,)),
-            ),
-        ),
-        (
-            Kind.REPLICATION,
-            (
-                Plugin(Kind.REPLICATION, "embedded", "transfer.replication.embedded:EmbeddedBackend"),
-                Plugin(Kind.REPLICATION, "rucio", "transfer.replication.rucio:RucioBackend", (RUCIO,)),
-            ),
-        ),
-    )
+    kind: {p.name: p for p in _REGISTERED if p.kind is kind} for kind in Kind
 }
+OWN_PACKAGES = frozenset({"drp", "transfer", "bookkeeping", "sites", "instrumentation", "cli"})
 
 
 class MissingClientError(ConfigError):
@@ -140,8 +126,10 @@ def load_class(kind: Kind, name: str, source: str, key: str) -> Any:
     module, _, cls_name = found.target.partition(":")
     try:
         return getattr(importlib.import_module(module), cls_name)
-    except ImportError as err:  # the client is there but one of its own dependencies is not
+    except ModuleNotFoundError as err:  # the client is there but one of its own dependencies is not
         missing = err.name or str(err)
+        if missing.partition(".")[0] in OWN_PACKAGES:
+            raise  # our own bug: a traceback, not advice to install something
         client = found.clients[0] if found.clients else None
         fix = f": {client.install}" if client else ""
         reason = f"{kind.label} {name!r} cannot be loaded, module {missing} is missing{fix}"
