@@ -32,11 +32,12 @@ test: system-deps $(TEST_STAMP) rucio-server
 rucio-server:
 	@bash scripts/install-rucio-server.sh .venv-rucio
 
-## lint: ruff and mypy, as CI runs them
+## lint: ruff, the layers contract (import-linter) and mypy, as CI runs them
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy drp transfer bookkeeping sites instrumentation cli.py bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy common bookkeeping instrumentation science sites transfer drp cli.py bench
 
 system-deps:
 	@bash scripts/install-system-deps.sh

@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from bookkeeping.states import JobState
-from drp import __version__
-from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_SCHEMA, DrpError, SchemaOutOfDateError
+from common import __version__
+from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_SCHEMA, DrpError, SchemaOutOfDateError
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failed, 2 usage or configuration error,
@@ -292,8 +292,8 @@ def release_generate(
     root: Path, name: str, seed: int, tracts: tuple[int, int], bands: str, visits_per_band: int, as_json: bool
 ) -> None:
     """Generate a deterministic synthetic release from a seed."""
-    from drp.synth import ReleaseConfig, generate_release, load_manifest
     from instrumentation.progress import terminal_progress
+    from science.synth import ReleaseConfig, generate_release, load_manifest
 
     base = ReleaseConfig()
     cfg = ReleaseConfig(
@@ -327,7 +327,7 @@ def release_generate(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def release_validate(root: Path, release_name: str | None, min_snr: float, as_json: bool) -> None:
     """Accuracy of the processed release against its truth catalogue (needs the merged tract tables)."""
-    from drp.validate import validate_release
+    from science.validate import validate_release
 
     report = validate_release(root, release_name, min_snr=min_snr)
     if as_json:
@@ -377,7 +377,7 @@ def jobs_run(
     as_json: bool,
 ) -> None:
     """Run one pipeline job. Exit 0 on success; 2 with one line naming the file on bad input."""
-    from drp.pipeline.jobs import Job, ReleaseContext, parse_data_id, run_job
+    from science.pipeline.jobs import Job, ReleaseContext, parse_data_id, run_job
 
     if (job_name is None) == (step is None or data_id is None):
         raise click.UsageError("give either STEP with --data-id, or --job NAME")
@@ -411,7 +411,8 @@ def jobs_ls(
     as_json: bool,
 ) -> None:
     """List a campaign's jobs from bookkeeping with state and attempts."""
-    from bookkeeping.jobqueries import list_jobs
+    from bookkeeping.jobs import list_jobs
+    from science.pipeline.jobs import job_name
 
     with _checked_db(ctx).session() as session:
         rows = list_jobs(
@@ -421,6 +422,7 @@ def jobs_ls(
             step=step,
             state=JobState[state.upper()] if state else None,
             limit=limit,
+            name_of=job_name,
         )
     if as_json:
         _emit_json([asdict(r) for r in rows])
@@ -440,10 +442,12 @@ def jobs_ls(
 @click.pass_context
 def jobs_show(ctx: click.Context, campaign: str, name: str, site: str | None, as_json: bool) -> None:
     """One job and every attempt: exit status, CPU, memory, I/O, host, error."""
-    from bookkeeping.jobqueries import job_detail
+    from bookkeeping.jobs import job_detail
+    from science.pipeline.jobs import Job, job_name
 
+    job = Job.from_name(name)
     with _checked_db(ctx).session() as session:
-        details = job_detail(session, campaign, name, site=site)
+        details = job_detail(session, campaign, job.step, job.data_id, site=site, name_of=job_name)
     if as_json:
         _emit_json([d.to_dict() for d in details])
         return
@@ -493,7 +497,7 @@ def _num(v: float | None, fmt: str) -> str:
 @click.pass_context
 def jobs_profile(ctx: click.Context, campaign: str, site: str | None, as_json: bool) -> None:
     """Resource use per site and step: wall time, CPU, efficiency, peak memory, I/O."""
-    from bookkeeping.jobqueries import step_profiles
+    from bookkeeping.jobs import step_profiles
 
     with _checked_db(ctx).session() as session:
         rows = step_profiles(session, campaign, site=site)
@@ -552,11 +556,13 @@ def jobs_logs(
     as_json: bool,
 ) -> None:
     """Print the stdout/stderr of a job's attempt (from the paths in its job report)."""
-    from bookkeeping.jobqueries import job_detail
+    from bookkeeping.jobs import job_detail
     from instrumentation.profiler import read_report
+    from science.pipeline.jobs import Job, job_name
 
+    job = Job.from_name(name)
     with _checked_db(ctx).session() as session:
-        details = job_detail(session, campaign, name, site=site)
+        details = job_detail(session, campaign, job.step, job.data_id, site=site, name_of=job_name)
     if len(details) > 1:
         raise click.UsageError(f"{name} runs at {', '.join(d.job.site for d in details)}: pass --site")
     attempts = details[0].attempts
@@ -698,8 +704,8 @@ def workflow_list(
     root: Path, release_name: str | None, step: str | None, tracts: tuple[int, ...], as_json: bool
 ) -> None:
     """List the release's jobs in a valid execution order, with their parents."""
-    from drp.pipeline.jobs import ReleaseContext
-    from drp.workflow import build
+    from science.pipeline.jobs import ReleaseContext
+    from science.workflow import build
 
     ctx = ReleaseContext.discover(root, release_name)
     for node in build(ctx, set(tracts) or None):

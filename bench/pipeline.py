@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from astropy.io import fits
 
-from drp.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
-from drp.synth import ReleaseConfig, generate_release
+from science.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
+from science.synth import ReleaseConfig, generate_release
 
 
 def _status_kb(field: str) -> int:
@@ -118,8 +118,8 @@ def _read_inputs(ctx: ReleaseContext, job: Job) -> float:
 def _job_process_overhead(root: Path) -> float:
     """CPU of `drp jobs run --help`-equivalent start-up: the interpreter plus the step imports."""
     code = (
-        "import cli, drp.pipeline.jobs, drp.pipeline.calibrate, drp.pipeline.warp, drp.pipeline.coadd, "
-        "drp.pipeline.measure, drp.pipeline.merge"
+        "import cli, science.pipeline.jobs, science.pipeline.calibrate, science.pipeline.warp, "
+        "science.pipeline.coadd, science.pipeline.measure, science.pipeline.merge"
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bookkeeping.bulk import add_jobs, create_campaign, data_id_key, upsert_sites
 from bookkeeping.database import Database
 from bookkeeping.states import JobState, SiteRole
-from drp.atomic import write_json_atomic
-from drp.pipeline.jobs import ReleaseContext
+from common.atomic import write_json_atomic
 from drp.processing import ingest
-from drp.skymap import SkyMap
-from drp.synth import ReleaseConfig
-from drp.workflow import HEADER_FILE, NODES_FILE, Node, WorkflowSpec, write_nodes, write_workflow
+from science.pipeline.jobs import ReleaseContext
+from science.skymap import SkyMap
+from science.synth import ReleaseConfig
+from science.workflow import HEADER_FILE, NODES_FILE, Node, WorkflowSpec, write_nodes, write_workflow
 from sites.catalogue import SiteConfig
 from sites.compute.local import Executor, LocalSettings
 

@@ -21,7 +21,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from drp.errors import InvalidInputError, NotFoundError
+from common.errors import InvalidInputError, NotFoundError
 
 from .models import Campaign, Dataset, Event, Site
 from .states import CampaignState, JobState, ReplicaState, TransferState

@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from drp.errors import ConfigError, DatabaseError, SchemaOutOfDateError
-from drp.plugins import POSTGRES, MissingClientError
+from common.errors import ConfigError, DatabaseError, SchemaOutOfDateError
+from common.plugins import POSTGRES, MissingClientError
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig

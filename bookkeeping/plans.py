@@ -8,18 +8,52 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from drp.errors import NotFoundError
-from drp.split import SplitPlan, replication_rules
+from common.errors import NotFoundError
 
 from .bulk import copy_rows, get_or_create_dataset, log_event, site_ids
 from .models import Assignment, Campaign, Dataset, Rule
 from .models import SplitPlan as SplitPlanRow
 from .states import RuleState
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    assignment: dict[int, str]  # non-overlap tract -> its one processing site
+    overlap: frozenset[int]  # tracts processed at every site
+    sites: tuple[str, ...]
+
+    def tracts_of(self, site: str) -> set[int]:
+        """Every tract the site processes: its share plus the overlap region (if it still takes part:
+        a failed-over site keeps only the tracts it had finished)."""
+        own = {t for t, s in self.assignment.items() if s == site}
+        return own | set(self.overlap) if site in self.sites else own
+
+    def moved_from(self, previous: SplitPlan) -> dict[int, tuple[str, str]]:
+        """Tracts whose site changed: tract -> (old site, new site)."""
+        return {
+            t: (previous.assignment[t], s)
+            for t, s in self.assignment.items()
+            if t in previous.assignment and previous.assignment[t] != s
+        }
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A replication rule of the plan: keep ``copies`` of ``dataset`` on sites matching ``expression``."""
+
+    dataset: str
+    expression: str
+    copies: int
+    tract: int
+
+
+RulesOf = Callable[[SplitPlan], list[RuleSpec]]
 
 
 @dataclass(frozen=True)
@@ -39,8 +73,12 @@ def _campaign(session: Session, campaign: str) -> Campaign:
     return row
 
 
-def store_plan(session: Session, campaign: str, plan: SplitPlan, shares: dict[str, float]) -> int:
-    """Record ``plan`` as the campaign's next version with its assignments and rules; returns it."""
+def store_plan(
+    session: Session, campaign: str, plan: SplitPlan, shares: dict[str, float], rules_of: RulesOf
+) -> int:
+    """Record ``plan`` as the campaign's next version with its assignments and the rules ``rules_of``
+    derives from it (the split policy's, passed in: bookkeeping records plans, it does not make them);
+    rules the previous version produced and this one does not are SUSPENDED. Returns the version."""
     camp = _campaign(session, campaign)
     ids = site_ids(session)
     unknown = sorted(set(plan.sites) - set(ids))
@@ -72,7 +110,7 @@ def store_plan(session: Session, campaign: str, plan: SplitPlan, shares: dict[st
     previous = load_plan(session, campaign, last) if last else None
     produced = set()
     if previous is not None:
-        for spec in replication_rules(previous.plan):
+        for spec in rules_of(previous.plan):
             ds_id = session.scalar(
                 select(Dataset.id).where(Dataset.scope == camp.release, Dataset.name == spec.dataset)
             )
@@ -85,7 +123,7 @@ def store_plan(session: Session, campaign: str, plan: SplitPlan, shares: dict[st
         if (r.dataset_id, r.site_expression) in produced
     }
     wanted = set()
-    for spec in replication_rules(plan):
+    for spec in rules_of(plan):
         ds = get_or_create_dataset(session, camp.release, spec.dataset, kind="inputs")
         wanted.add((ds, spec.expression))
         if (ds, spec.expression) not in current:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from drp.errors import NotFoundError
+from common.errors import NotFoundError
 
 from .models import Campaign, CampaignDataset, CampaignPhase, JobCount, ReplicaCount, Site, TransferCount
 from .states import CampaignState, JobState, ReplicaState, TransferState

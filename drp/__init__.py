@@ -1,6 +1,5 @@
-"""satdrp release domain: sky map, split, pipeline steps, workflow, campaign and validation.
+"""The orchestrator: split plan, campaign state machine, processing, failover, report, demo, doctor."""
 
-Kept import-light on purpose: every other package imports :mod:`drp.errors` from here.
-"""
+from common import __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__"]

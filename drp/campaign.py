@@ -15,7 +15,7 @@ Phases (``campaigns.state``; each phase's start, end, ticks and failures in ``ca
 - **process**: each site's DAG is submitted to its compute back-end (detached) and polled.
 - **collect**: job reports are ingested (attempts, profiles).
 - **validate**: the overlap tracts are cross-validated between the lead and each satellite
-  (drp.crossval); results go to ``validations``; a failure names tract, sites and quantity.
+  (science.crossval); results go to ``validations``; a failure names tract, sites and quantity.
 - **consolidate**: every site's outputs for its own tracts are registered and replicated to every site.
 
 Every phase is idempotent, so ``kill -9`` at any moment followed by another tick resumes: registration
@@ -41,11 +41,11 @@ from bookkeeping.database import Database
 from bookkeeping.models import Campaign, CampaignPhase, Validation
 from bookkeeping.plans import load_plan
 from bookkeeping.states import CampaignState, RuleState
+from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from drp.campaign_config import CampaignConfig
-from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from drp.locking import campaign_lock
-from drp.pipeline.jobs import ReleaseContext
 from drp.split import site_expression, tract_dataset
+from science.pipeline.jobs import ReleaseContext
 from sites.catalogue import SiteCatalogue, SiteConfig, require_clients
 from transfer.checksum import adler32_file
 from transfer.engine import TransferEngine
@@ -380,8 +380,8 @@ class CampaignDriver:
         return CampaignState.VALIDATING, f"job reports collected ({attempts} new attempts)"
 
     def _validate(self) -> tuple[CampaignState, str]:
-        from drp.crossval import compare_tract
         from drp.processing import site_root
+        from science.crossval import compare_tract
 
         sites = self._processing_sites()
         lead = self._reference(sites)
@@ -421,7 +421,7 @@ class CampaignDriver:
 
     def _consolidate(self) -> tuple[CampaignState, str]:
         from drp.processing import site_root
-        from drp.workflow import WorkflowSpec
+        from science.workflow import WorkflowSpec
 
         with self.db.session() as session:
             stored = load_plan(session, self.name)

@@ -21,11 +21,11 @@ from sqlalchemy import select, text
 from bookkeeping.database import Database
 from bookkeeping.models import File
 from bookkeeping.queries import CampaignStatus, campaign_status
+from common.errors import ConfigError, DrpError
 from drp.campaign import CampaignDriver, TickResult
 from drp.campaign_config import load_campaign
-from drp.errors import ConfigError, DrpError
-from drp.synth import ReleaseConfig, generate_release
 from instrumentation.progress import ProgressFactory, no_progress
+from science.synth import ReleaseConfig, generate_release
 from sites.catalogue import SiteCatalogue, load_catalogue
 from transfer.checksum import adler32_file
 

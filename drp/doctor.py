@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bookkeeping.database import Database, expected_head, redact
-from drp.errors import EXIT_OK, ConfigError, DrpError
-from drp.plugins import POSTGRES, Kind, MissingClientError
-from drp.probes import Health, Probe, http, tcp
+from common.errors import EXIT_OK, ConfigError, DrpError
+from common.plugins import POSTGRES, Kind, MissingClientError
+from common.probes import Health, Probe, http, tcp
 from sites.catalogue import Requirement, SiteCatalogue, load_catalogue, requirements
 
 

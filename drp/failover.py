@@ -34,10 +34,10 @@ from bookkeeping import bulk
 from bookkeeping.models import Campaign, CampaignPhase, Failover, Rule
 from bookkeeping.plans import load_plan, store_plan
 from bookkeeping.states import CampaignState, JobState, RuleState, TransferState
+from common.errors import InvalidInputError, NotFoundError
 from drp.campaign import CampaignDriver, failed_phase
-from drp.errors import InvalidInputError, NotFoundError
 from drp.locking import campaign_lock
-from drp.split import SplitPlan, site_expression
+from drp.split import SplitPlan, replication_rules, site_expression
 from transfer.expressions import check, evaluate
 
 _REPLICATE_AGAIN = (CampaignState.PROCESSING, CampaignState.COLLECTING)
@@ -235,7 +235,11 @@ def failover(
             shares = {s: stored.shares.get(s, 0.0) for s in sites}
             shares[target] = shares.get(target, 0.0) + stored.shares.get(source, 0.0)
             report.plan_version = store_plan(
-                session, driver.name, SplitPlan(assignment, stored.plan.overlap, sites), shares
+                session,
+                driver.name,
+                SplitPlan(assignment, stored.plan.overlap, sites),
+                shares,
+                replication_rules,
             )
             session.execute(text("UPDATE sites SET available = false WHERE name = :n"), {"n": source})
             reason = f"failover of {source} to {target} (plan v{report.plan_version})"
@@ -320,7 +324,11 @@ def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> Fai
             sites = tuple(sorted({*stored.plan.sites, site}, key=order.index))
             shares = {s.name: s.share for s in driver.catalogue.sites if s.name in sites}
             report.plan_version = store_plan(
-                session, driver.name, SplitPlan(assignment, stored.plan.overlap, sites), shares
+                session,
+                driver.name,
+                SplitPlan(assignment, stored.plan.overlap, sites),
+                shares,
+                replication_rules,
             )
             session.execute(text("UPDATE sites SET available = true WHERE name = :n"), {"n": site})
             reason = f"failback of {site} from {target} (plan v{report.plan_version})"

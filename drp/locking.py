@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from common.errors import EXIT_OK, DrpError, InvalidInputError
 from drp.campaign_config import NAME_PATTERN
-from drp.errors import EXIT_OK, DrpError, InvalidInputError
 
 
 class CampaignBusy(DrpError):

@@ -31,13 +31,13 @@ from bookkeeping.database import Database
 from bookkeeping.models import Campaign
 from bookkeeping.plans import StoredPlan, load_plan, site_tracts, store_plan
 from bookkeeping.states import JobState
-from drp.atomic import write_json_atomic
-from drp.errors import ConfigError, NotFoundError
-from drp.layout import Layout
-from drp.pipeline.jobs import STEPS, Job, ReleaseContext
-from drp.split import plan_split
-from drp.workflow import WorkflowSpec, write_workflow
+from common.atomic import write_json_atomic
+from common.errors import ConfigError, NotFoundError
+from drp.split import plan_split, replication_rules
 from instrumentation.profiler import JobReport, read_report
+from science.layout import Layout
+from science.pipeline.jobs import STEPS, Job, ReleaseContext
+from science.workflow import WorkflowSpec, write_workflow
 from sites.catalogue import SiteCatalogue, SiteConfig
 from sites.compute import ComputeBackend, RunReport, get_backend
 
@@ -318,7 +318,7 @@ def plan_campaign(
             overlap,
             previous.plan if previous is not None else None,
         )
-        store_plan(session, campaign, plan, shares)
+        store_plan(session, campaign, plan, shares, replication_rules)
     with db.session() as session:
         stored = load_plan(session, campaign)
     assert stored is not None

@@ -22,10 +22,10 @@ from sqlalchemy import text
 from bookkeeping.database import Database
 from bookkeeping.plans import load_plan
 from bookkeeping.queries import CampaignStatus, campaign_status
-from drp.atomic import write_bytes_atomic
+from common.atomic import write_bytes_atomic
+from common.errors import DrpError, NotFoundError
 from drp.campaign_config import CampaignConfig
-from drp.errors import DrpError, NotFoundError
-from drp.pipeline.jobs import ReleaseContext
+from science.pipeline.jobs import ReleaseContext
 from sites.catalogue import SiteCatalogue
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -186,7 +186,7 @@ def build_report(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) ->
     # -- accuracy against truth --------------------------------------------------------------------------
     accuracy: dict[str, Any] | None = None
     try:
-        from drp.validate import validate_release
+        from science.validate import validate_release
 
         acc = validate_release(lead_root, cfg.campaign.release)
         accuracy = acc.to_dict()
@@ -210,7 +210,7 @@ def build_report(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) ->
     # -- overlap residuals --------------------------------------------------------------------------------
     overlap: list[dict[str, Any]] = []
     if cfg.split.overlap and len(catalogue.sites) > 1:
-        from drp.crossval import compare_tract
+        from science.crossval import compare_tract
 
         fig = _figure(9, 3.5)
         axes = fig.subplots(1, len(ctx.bands), squeeze=False)[0]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from drp.errors import InvalidInputError
+from bookkeeping.plans import RuleSpec, SplitPlan
+from common.errors import InvalidInputError
+
+__all__ = ["RuleSpec", "SplitPlan", "plan_split", "replication_rules", "site_expression", "tract_dataset"]
 
 
 def score(tract: int, site: str) -> int:
@@ -36,27 +38,6 @@ def quotas(n: int, shares: Mapping[str, float]) -> dict[str, int]:
     for site in sorted(exact, key=lambda s: (-(exact[s] - q[s]), s))[:left]:
         q[site] += 1
     return q
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    assignment: dict[int, str]  # non-overlap tract -> its one processing site
-    overlap: frozenset[int]  # tracts processed at every site
-    sites: tuple[str, ...]
-
-    def tracts_of(self, site: str) -> set[int]:
-        """Every tract the site processes: its share plus the overlap region (if it still takes part:
-        a failed-over site keeps only the tracts it had finished)."""
-        own = {t for t, s in self.assignment.items() if s == site}
-        return own | set(self.overlap) if site in self.sites else own
-
-    def moved_from(self, previous: SplitPlan) -> dict[int, tuple[str, str]]:
-        """Tracts whose site changed: tract -> (old site, new site)."""
-        return {
-            t: (previous.assignment[t], s)
-            for t, s in self.assignment.items()
-            if t in previous.assignment and previous.assignment[t] != s
-        }
 
 
 def plan_split(
@@ -94,16 +75,6 @@ def plan_split(
             assignment[t] = s
             load[s] += 1
     return SplitPlan(dict(sorted(assignment.items())), overlap_set, tuple(shares))
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """A replication rule of the plan: keep ``copies`` of ``dataset`` on sites matching ``expression``."""
-
-    dataset: str
-    expression: str
-    copies: int
-    tract: int
 
 
 def tract_dataset(tract: int) -> str:

@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from bookkeeping.database import Database
-from drp.errors import ConfigError, DrpError
+from common.errors import ConfigError, DrpError
 
 from .metrics import BookkeepingCollector
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drp.atomic import write_bytes_atomic
+from common.atomic import write_bytes_atomic
 
 REPORT_SCHEMA = "satdrp.job_report"
 REPORT_VERSION = 1

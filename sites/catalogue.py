@@ -26,7 +26,7 @@ Example::
     max_active = 8
 
 Loaded once by the CLI, validated here, then passed explicitly. Every error names the file, the key
-(``site[2].share``) and the reason, and is raised as :class:`drp.errors.ConfigError`.
+(``site[2].share``) and the reason, and is raised as :class:`common.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ from pydantic import (
 
 from bookkeeping.bulk import SiteRow
 from bookkeeping.states import SiteRole
-from drp.configfile import config_error, read_toml
-from drp.errors import ConfigError
-from drp.plugins import Kind, Plugin, plugin, require
+from common.configfile import config_error, read_toml
+from common.errors import ConfigError
+from common.plugins import Kind, Plugin, plugin, require
 
 DEFAULT_SITES_FILE = "sites.toml"
 STORAGE_SCHEMES = ("file", "root", "davs", "https")
@@ -319,6 +319,6 @@ def requirements(cat: SiteCatalogue, sites: set[str] | None = None) -> Iterator[
 
 def require_clients(cat: SiteCatalogue, sites: set[str] | None = None) -> None:
     """Refuse, before any work, a catalogue whose back-ends need a client that is not installed:
-    one :class:`drp.plugins.MissingClientError` (exit 2) naming the site, the key and the fix."""
+    one :class:`common.plugins.MissingClientError` (exit 2) naming the site, the key and the fix."""
     for req in requirements(cat, sites):
         require(req.plugin, cat.source, req.key, req.what)

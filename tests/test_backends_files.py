@@ -11,11 +11,11 @@ import htcondor2
 import pytest
 import yaml
 
-from drp.errors import ConfigError, DrpError
-from drp.pipeline.jobs import ReleaseContext
-from drp.synth import ReleaseConfig, plan_manifest
-from drp.workflow import WorkflowSpec, write_workflow
+from common.errors import ConfigError, DrpError
 from instrumentation.profiler import JobReport, Usage
+from science.pipeline.jobs import ReleaseContext
+from science.synth import ReleaseConfig, plan_manifest
+from science.workflow import WorkflowSpec, write_workflow
 from sites.compute import RunState, get_backend
 from sites.compute.htcondor import HTCondorBackend, read_event_log
 from sites.compute.pegasus import PegasusBackend, validate_file

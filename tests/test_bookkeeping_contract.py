@@ -16,7 +16,7 @@ from bookkeeping.database import Database
 from bookkeeping.models import Attempt, Dataset, Event, File, Job, Replica
 from bookkeeping.queries import campaign_status, replica_totals
 from bookkeeping.states import JobState, ReplicaState, TransferState
-from drp.errors import InvalidInputError, NotFoundError
+from common.errors import InvalidInputError, NotFoundError
 
 
 def _setup(db: Database) -> tuple[dict[str, int], int]:

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
-from drp.errors import InvalidInputError
-from drp.layout import Layout
-from drp.pipeline.calibrate import calibrate
-from drp.pipeline.common import match_positions
-from drp.synth import ReleaseConfig, generate_release, load_manifest
+from common.errors import InvalidInputError
+from science.layout import Layout
+from science.pipeline.calibrate import calibrate
+from science.pipeline.common import match_positions
+from science.synth import ReleaseConfig, generate_release, load_manifest
 
 CFG = ReleaseConfig(
     name="cal",

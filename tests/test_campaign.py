@@ -14,7 +14,7 @@ from bookkeeping.database import Database
 from drp.campaign import CampaignDriver
 from drp.campaign_config import load_campaign
 from drp.locking import CampaignBusy, campaign_lock
-from drp.synth import generate_release
+from science.synth import generate_release
 from sites.catalogue import load_catalogue
 from tests.test_local_backend import CFG
 from transfer.checksum import adler32_file

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import ConfigError
 from drp.campaign_config import load_campaign
-from drp.errors import ConfigError
 
 GOOD = """\
 [campaign]

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from bookkeeping.database import Database
 from bookkeeping.pgserver import PgServer, free_port
 from cli import cli
-from drp.plugins import PLUGINS, Kind
+from common.plugins import PLUGINS, Kind
 from tests.conftest import service_unavailable
 from tests.fake_fts import FakeFTS
 from tests.prom_server import Pushgateway, available

@@ -12,10 +12,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from drp.campaign_config import ValidationSection
-from drp.crossval import compare_coadds, compare_objects, compare_tract
-from drp.files import write_fits_atomic
-from drp.layout import Layout
-from drp.pipeline.common import Exposure
+from science.crossval import compare_coadds, compare_objects, compare_tract
+from science.files import write_fits_atomic
+from science.layout import Layout
+from science.pipeline.common import Exposure
 
 CFG = ValidationSection()
 BANDS = ("g", "r")

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from bookkeeping import bulk
 from drp.campaign import CampaignDriver
-from drp.synth import generate_release
+from science.synth import generate_release
 from sites.catalogue import load_catalogue
 from tests import test_replication
 from tests.test_campaign import _setup

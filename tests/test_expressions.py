@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drp.errors import InvalidInputError
+from common.errors import InvalidInputError
 from transfer.expressions import SiteAttributes, check, evaluate
 
 SITES = [

@@ -17,7 +17,7 @@ from bookkeeping.states import CampaignState, JobState, ReplicaState, RuleState
 from drp import processing
 from drp.campaign import CampaignDriver
 from drp.failover import failback, failover
-from drp.synth import generate_release
+from science.synth import generate_release
 from tests.test_campaign import _setup
 from tests.test_local_backend import CFG
 from transfer.checksum import adler32_file

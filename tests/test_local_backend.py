@@ -14,11 +14,12 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from bookkeeping.database import Database
-from bookkeeping.jobqueries import job_detail, step_profiles
+from bookkeeping.jobs import job_detail, step_profiles
 from cli import cli
 from drp import processing
-from drp.synth import ReleaseConfig, generate_release
-from drp.workflow import WorkflowSpec
+from science.pipeline.jobs import job_name
+from science.synth import ReleaseConfig, generate_release
+from science.workflow import WorkflowSpec
 from sites.catalogue import SiteCatalogue
 from sites.compute import NodeState, RunState, get_backend
 from sites.compute.local import LocalBackend, run_dir
@@ -79,7 +80,7 @@ def test_tiny_release_runs_with_every_report_ingested(db: Database, release: Pat
         profiles = step_profiles(session, "c1")
         assert [p.step for p in profiles] == ["calibrate", "warp", "coadd", "measure", "merge"]
         assert all(p.attempts > 0 and p.peak_rss_max > 10 * 2**20 and p.cpu_s > 0 for p in profiles)
-        (merge,) = job_detail(session, "c1", "merge_t0")
+        (merge,) = job_detail(session, "c1", "merge", {"tract": 0}, name_of=job_name)
         assert merge.job.state == "SUCCEEDED" and merge.attempts[0].exit_code == 0
     # a second run re-runs nothing and ingests nothing twice
     report, ingested = processing.run(db, "c1", site, tmp_path / "ncsa", tmp_path / "work")
@@ -150,7 +151,7 @@ def test_retry_unless_exit(release: Path, tmp_path: Path) -> None:
     with db.session() as session:
         ingested = processing.ingest(session, "c1", "ncsa", spec)
         assert ingested.attempts > 0
-        (detail,) = job_detail(session, "c1", "calibrate_v001000")
+        (detail,) = job_detail(session, "c1", "calibrate", {"visit": 1000}, name_of=job_name)
         assert detail.job.state == "FAILED" and len(detail.attempts) == 4
         assert all(a.exit_code == 2 and "truncated" in (a.error or "") for a in detail.attempts)
     state = json.loads((run_dir(spec) / "state.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drp.errors import EXIT_OK, InvalidInputError
+from common.errors import EXIT_OK, InvalidInputError
 from drp.locking import CampaignBusy, campaign_lock
 
 HOLD = """

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 
 from bookkeeping.database import Database, expected_head, migration_tree_head
 from bookkeeping.models import Base
-from drp.errors import SchemaOutOfDateError
+from common.errors import SchemaOutOfDateError
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 

@@ -44,7 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         service_unavailable(
             "prometheus, promtool or prometheus-pushgateway missing (make test installs them)"
         )
-    from drp.synth import generate_release
+    from science.synth import generate_release
 
     tmp = tmp_path_factory.mktemp("monitoring")
     pristine = tmp / "pristine"

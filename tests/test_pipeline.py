@@ -14,12 +14,12 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from cli import cli
-from drp.errors import InvalidInputError
-from drp.files import read_provenance
-from drp.pipeline.common import match_positions
-from drp.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
-from drp.synth import ReleaseConfig, generate_release
-from drp.validate import validate_release
+from common.errors import InvalidInputError
+from science.files import read_provenance
+from science.pipeline.common import match_positions
+from science.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
+from science.synth import ReleaseConfig, generate_release
+from science.validate import validate_release
 
 CFG = ReleaseConfig(
     name="tiny",

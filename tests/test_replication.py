@@ -20,7 +20,7 @@ from sqlalchemy import text
 from bookkeeping.bulk import FileRow
 from bookkeeping.database import Database
 from bookkeeping.states import ReplicaState, RuleState, TransferState
-from drp.errors import InvalidInputError, NotFoundError
+from common.errors import InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue, parse_catalogue
 from tests.rucio_server import PASSWORD, USERNAME
 from transfer.engine import TransferEngine

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drp.errors import ConfigError
+from common.errors import ConfigError
 from sites.catalogue import load_catalogue
 
 GOOD = """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drp.skymap import SkyMap, SkyMapConfig
+from science.skymap import SkyMap, SkyMapConfig
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from drp.errors import InvalidInputError
+from common.errors import InvalidInputError
 from drp.split import plan_split, quotas
 
 TRACTS = range(1000)

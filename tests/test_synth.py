@@ -11,11 +11,11 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from drp.errors import InvalidInputError
-from drp.files import read_provenance
-from drp.layout import Layout
-from drp.skymap import SkyMapConfig
-from drp.synth import ReleaseConfig, Visit, generate_release, load_manifest, visit_wcs
+from common.errors import InvalidInputError
+from science.files import read_provenance
+from science.layout import Layout
+from science.skymap import SkyMapConfig
+from science.synth import ReleaseConfig, Visit, generate_release, load_manifest, visit_wcs
 
 TINY = ReleaseConfig(
     name="tiny",

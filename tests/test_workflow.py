@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from drp.errors import InvalidInputError
-from drp.pipeline.jobs import Job, ReleaseContext
-from drp.synth import ReleaseConfig, plan_manifest
-from drp.workflow import WorkflowSpec, build, write_workflow
+from common.errors import InvalidInputError
+from science.pipeline.jobs import Job, ReleaseContext
+from science.synth import ReleaseConfig, plan_manifest
+from science.workflow import WorkflowSpec, build, write_workflow
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from bookkeeping.bulk import TransferRow
 from bookkeeping.database import Database
 from bookkeeping.models import Audit
 from bookkeeping.states import ReplicaState, RuleState
-from drp.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
+from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import DEFAULT_MOVERS, SiteCatalogue
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from drp.errors import InvalidInputError
+from common.errors import InvalidInputError
 
 _TOKEN = re.compile(r"\s*(?:(?P<op>[|&\\()=*])|(?P<word>[A-Za-z0-9_.:-]+))")
 

@@ -19,7 +19,7 @@ from bookkeeping import bulk
 from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.database import Database
 from bookkeeping.states import ReplicaState, TransferState
-from drp.errors import InvalidInputError, NotFoundError
+from common.errors import InvalidInputError, NotFoundError
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import SiteCatalogue
 

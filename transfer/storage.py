@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from bookkeeping.bulk import check_name
-from drp.errors import InvalidInputError
+from common.errors import InvalidInputError
 
 
 def replica_url(storage: str, name: str) -> str:

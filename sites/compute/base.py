@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drp.layout import Layout
-from drp.probes import Probe
-from drp.workflow import Node, WorkflowSpec
+from common.probes import Probe
+from science.layout import Layout
+from science.workflow import Node, WorkflowSpec
 
 DEFAULT_MEMORY_MB = {"calibrate": 1024, "warp": 512, "coadd": 1024, "measure": 1024, "merge": 512}
 

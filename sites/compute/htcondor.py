@@ -36,11 +36,11 @@ from typing import Any
 
 from pydantic import Field
 
-from drp.atomic import atomic_write, write_bytes_atomic, write_json_atomic
-from drp.errors import DrpError
-from drp.pipeline.jobs import STEPS
-from drp.probes import TIMEOUT_S, Health, Probe, tcp
-from drp.workflow import Node, WorkflowSpec
+from common.atomic import atomic_write, write_bytes_atomic, write_json_atomic
+from common.errors import DrpError
+from common.probes import TIMEOUT_S, Health, Probe, tcp
+from science.pipeline.jobs import STEPS
+from science.workflow import Node, WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
 from .local import completed

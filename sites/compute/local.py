@@ -34,11 +34,11 @@ from typing import Any
 
 from pydantic import Field
 
-from drp.atomic import write_json_atomic
-from drp.layout import Layout
-from drp.probes import Health, Probe
-from drp.workflow import Node, WorkflowSpec
+from common.atomic import write_json_atomic
+from common.probes import Health, Probe
 from instrumentation.profiler import JobReport, Profiler, Running, open_attempt, read_report, reap
+from science.layout import Layout
+from science.workflow import Node, WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
 
@@ -205,7 +205,7 @@ class Executor:
         return report
 
     def _preloaded_target(self) -> Callable[[str], Callable[[], int]]:
-        from drp.pipeline.jobs import ReleaseContext, job_main, preload
+        from science.pipeline.jobs import ReleaseContext, job_main, preload
 
         preload()
         ctx = ReleaseContext(self.spec.root, self.spec.release)

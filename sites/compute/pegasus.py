@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import Field
 
-from drp.errors import DrpError
-from drp.probes import Health, Probe
-from drp.workflow import WorkflowSpec
+from common.errors import DrpError
+from common.probes import Health, Probe
+from science.workflow import WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
 from .local import completed

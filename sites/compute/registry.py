@@ -1,4 +1,4 @@
-"""Compute back-ends by name, through the one plugin loader (:mod:`drp.plugins`).
+"""Compute back-ends by name, through the one plugin loader (:mod:`common.plugins`).
 
 Modules are imported on first use, so a site that runs ``local`` never imports htcondor2 or Pegasus.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from drp.plugins import PLUGINS, Kind, configure, load_class
+from common.plugins import PLUGINS, Kind, configure, load_class
 
 from .base import ComputeBackend
 

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from drp.probes import Probe
+from common.probes import Probe
 
 
 class FailureKind(StrEnum):

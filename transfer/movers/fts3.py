@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from drp.errors import ConfigError, DrpError
-from drp.probes import Health, Probe, credential_file, http
+from common.errors import ConfigError, DrpError
+from common.probes import Health, Probe, credential_file, http
 
 from .base import (
     FailureKind,

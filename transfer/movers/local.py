@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from drp.probes import Probe, posix_root
+from common.probes import Probe, posix_root
 from transfer.checksum import adler32_file, adler32_hex
 from transfer.storage import file_path
 

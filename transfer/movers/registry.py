@@ -1,4 +1,4 @@
-"""Movers by name, through the one plugin loader (:mod:`drp.plugins`): imported on first use, so a
+"""Movers by name, through the one plugin loader (:mod:`common.plugins`): imported on first use, so a
 site that copies posix files never imports the XRootD or FTS3 clients."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from drp.plugins import PLUGINS, Kind, configure
+from common.plugins import PLUGINS, Kind, configure
 
 from .base import Mover
 

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field
 
-from drp.probes import TIMEOUT_S, Health, Probe, tcp
+from common.probes import TIMEOUT_S, Health, Probe, tcp
 
 from .base import (
     FailureKind,

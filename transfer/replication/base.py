@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.states import ReplicaState, RuleState
-from drp.errors import InvalidInputError
-from drp.probes import Probe
+from common.errors import InvalidInputError
+from common.probes import Probe
 from sites.catalogue import SiteCatalogue
 from transfer.expressions import SiteAttributes
 

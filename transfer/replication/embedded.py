@@ -30,8 +30,8 @@ from bookkeeping import bulk
 from bookkeeping.bulk import FileRow, RegisterResult, TransferRow
 from bookkeeping.models import BadReplica, Campaign, Dataset, Rule, RuleSite, Site
 from bookkeeping.states import ReplicaState, RuleState
-from drp.errors import InvalidInputError, NotFoundError
-from drp.probes import Health, Probe
+from common.errors import InvalidInputError, NotFoundError
+from common.probes import Health, Probe
 from transfer.expressions import check, evaluate
 
 from .base import ReplicaInfo, ReplicationBackend, RuleInfo, StepReport, split_did

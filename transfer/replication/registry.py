@@ -1,9 +1,9 @@
 """Replication back-ends by name (``[replication] backend`` in sites.toml), through the one plugin
-loader (:mod:`drp.plugins`), imported on first use."""
+loader (:mod:`common.plugins`), imported on first use."""
 
 from __future__ import annotations
 
-from drp.plugins import PLUGINS, Kind, configure
+from common.plugins import PLUGINS, Kind, configure
 from sites.catalogue import SiteCatalogue
 
 from .base import ReplicationBackend

@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.models import Dataset, Rule, RuleSite
 from bookkeeping.states import ReplicaState, RuleState
-from drp.errors import ConfigError, DrpError, InvalidInputError
-from drp.probes import TIMEOUT_S, Health, Probe, credential_file, http
+from common.errors import ConfigError, DrpError, InvalidInputError
+from common.probes import TIMEOUT_S, Health, Probe, credential_file, http
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
 

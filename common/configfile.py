@@ -1,7 +1,7 @@
 """Reading operator-written TOML files and turning validation errors into one clear line.
 
 Every configuration error names the file, the key (as an operator would write it: ``site[2].share``,
-1-based for arrays of tables) and the reason, as a :class:`drp.errors.ConfigError`.
+1-based for arrays of tables) and the reason, as a :class:`common.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from drp.errors import ConfigError
+from common.errors import ConfigError
 
 
 def read_toml(path: Path, hint: str = "") -> dict[str, Any]:

@@ -31,15 +31,15 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.special import erf
 
-from drp.errors import InvalidInputError
-from drp.files import write_parquet_atomic
-from drp.pipeline.common import (
+from common.errors import InvalidInputError
+from science.files import write_parquet_atomic
+from science.pipeline.common import (
     Exposure,
     StepConfig,
     provenance,
     read_patch_exposure,
 )
-from drp.skymap import Patch, Tract
+from science.skymap import Patch, Tract
 
 PATCH_ID_FACTOR = 1_000_000  # object id = (tract * 10_000 + patch) * 1_000_000 + n
 

@@ -1,4 +1,4 @@
-"""Atomic writers of the pipeline's formats (FITS, Parquet); see :mod:`drp.atomic` for the mechanism."""
+"""Atomic writers of the pipeline's formats (FITS, Parquet); see :mod:`common.atomic` for the mechanism."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drp.atomic import atomic_write, write_bytes_atomic
+from common.atomic import atomic_write, write_bytes_atomic
 
 if TYPE_CHECKING:  # imported by the writers themselves: importers of this module do not pay for them
     import pyarrow as pa

@@ -20,8 +20,8 @@ from astropy.wcs import WCS
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from drp import __version__
-from drp.errors import InvalidInputError
+from common import __version__
+from common.errors import InvalidInputError
 
 MASK_BAD = 1  # bad column or pixel
 MASK_SAT = 2  # saturated

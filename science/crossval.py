@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from drp.campaign_config import ValidationSection
-from drp.errors import InvalidInputError
-from drp.layout import Layout
-from drp.pipeline.common import match_positions, read_exposure
+from common.errors import InvalidInputError
+from science.layout import Layout
+from science.pipeline.common import match_positions, read_exposure
+from science.thresholds import ValidationSection
 
 BIAS_MIN_SNR = 50.0
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from drp.errors import InvalidInputError
-from drp.files import write_fits_atomic
-from drp.pipeline.common import (
+from common.errors import InvalidInputError
+from science.files import write_fits_atomic
+from science.pipeline.common import (
     MASK_NO_DATA,
     Exposure,
     StepConfig,
@@ -29,7 +29,7 @@ from drp.pipeline.common import (
     provenance_header,
     read_patch_exposure,
 )
-from drp.skymap import Patch
+from science.skymap import Patch
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from importlib import metadata
 from typing import Any
 
-from drp.errors import ConfigError
+from common.errors import ConfigError
 
 
 class Kind(StrEnum):
@@ -85,7 +85,9 @@ _REGISTERED = (
 PLUGINS: dict[Kind, dict[str, Plugin]] = {
     kind: {p.name: p for p in _REGISTERED if p.kind is kind} for kind in Kind
 }
-OWN_PACKAGES = frozenset({"drp", "transfer", "bookkeeping", "sites", "instrumentation", "cli"})
+OWN_PACKAGES = frozenset(
+    {"common", "bookkeeping", "instrumentation", "science", "sites", "transfer", "drp", "commands", "cli"}
+)
 
 
 class MissingClientError(ConfigError):

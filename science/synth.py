@@ -20,12 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from drp import __version__
-from drp.errors import InvalidInputError
-from drp.files import write_bytes_atomic, write_fits_atomic, write_parquet_atomic
-from drp.layout import Layout
-from drp.skymap import SkyMap, SkyMapConfig
+from common import __version__
+from common.errors import InvalidInputError
 from instrumentation.progress import ProgressFactory, no_progress
+from science.files import write_bytes_atomic, write_fits_atomic, write_parquet_atomic
+from science.layout import Layout
+from science.skymap import SkyMap, SkyMapConfig
 
 if TYPE_CHECKING:  # the heavy libraries are imported by the functions that render, not by importers
     import pyarrow as pa

@@ -5,18 +5,20 @@ and always with a limit or an aggregate, never returning a whole table."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from drp.errors import NotFoundError
-from drp.pipeline.jobs import Job as PipelineJob
+from common.errors import NotFoundError
 
 from .bulk import data_id_key
 from .models import Attempt, Campaign, Job, Site
 from .states import JobState
+
+NameOf = Callable[[str, dict[str, Any]], str]  # (step, data id) -> the job's name (the pipeline's scheme)
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,10 @@ def _campaign_id(session: Session, campaign: str) -> int:
     return int(cid)
 
 
-def _info(job: Job, site: str) -> JobInfo:
+def _info(job: Job, site: str, name_of: NameOf) -> JobInfo:
     data_id = json.loads(job.data_id)
     return JobInfo(
-        PipelineJob(job.step, data_id).name,
+        name_of(job.step, data_id),
         site,
         job.step,
         data_id,
@@ -102,6 +104,7 @@ def list_jobs(
     step: str | None = None,
     state: JobState | None = None,
     limit: int = 1000,
+    name_of: NameOf,
 ) -> list[JobInfo]:
     q = (
         select(Job, Site.name)
@@ -114,19 +117,26 @@ def list_jobs(
         q = q.where(Job.step == step)
     if state is not None:
         q = q.where(Job.state == state)
-    return [_info(j, s) for j, s in session.execute(q.order_by(Job.id).limit(limit))]
+    return [_info(j, s, name_of) for j, s in session.execute(q.order_by(Job.id).limit(limit))]
 
 
-def job_detail(session: Session, campaign: str, name: str, *, site: str | None = None) -> list[JobDetail]:
-    """A job and all its attempts, at every site that runs it (or one), by its name."""
-    job = PipelineJob.from_name(name)
+def job_detail(
+    session: Session,
+    campaign: str,
+    step: str,
+    data_id: dict[str, Any],
+    *,
+    site: str | None = None,
+    name_of: NameOf,
+) -> list[JobDetail]:
+    """A job and all its attempts, at every site that runs it (or one)."""
     q = (
         select(Job, Site.name)
         .join(Site, Site.id == Job.site_id)
         .where(
             Job.campaign_id == _campaign_id(session, campaign),
-            Job.step == job.step,
-            Job.data_id == data_id_key(job.data_id),
+            Job.step == step,
+            Job.data_id == data_id_key(data_id),
         )
     )
     if site:
@@ -151,10 +161,11 @@ def job_detail(session: Session, campaign: str, name: str, *, site: str | None =
             )
             for a in session.scalars(select(Attempt).where(Attempt.job_id == row.id).order_by(Attempt.number))
         ]
-        out.append(JobDetail(_info(row, site_name), attempts))
+        out.append(JobDetail(_info(row, site_name, name_of), attempts))
     if not out:
         raise NotFoundError(
-            f"no job {name!r} in campaign {campaign!r}" + (f" at site {site!r}" if site else "")
+            f"no job {name_of(step, data_id)!r} in campaign {campaign!r}"
+            + (f" at site {site!r}" if site else "")
         )
     return out
 

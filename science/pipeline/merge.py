@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from drp.errors import InvalidInputError
-from drp.files import read_provenance, write_parquet_atomic
-from drp.pipeline.common import StepConfig, provenance
-from drp.skymap import Tract
+from common.errors import InvalidInputError
+from science.files import read_provenance, write_parquet_atomic
+from science.pipeline.common import StepConfig, provenance
+from science.skymap import Tract
 
 REQUIRED = ("id", "tract", "patch", "ra", "dec", "detect_isPatchInner", "detect_isTractInner")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from drp.errors import InvalidInputError
+from common.errors import InvalidInputError
 
 BAND_RE = re.compile(r"^[a-z]{1,8}$")
 JOB_RE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")

@@ -15,10 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from drp.errors import InvalidInputError
-from drp.layout import Layout
-from drp.skymap import SkyMap
-from drp.synth import ReleaseConfig, load_manifest
+from common.errors import InvalidInputError
+from science.layout import Layout
+from science.skymap import SkyMap
+from science.synth import ReleaseConfig, load_manifest
 
 # Step name -> the keys of its data id, in DAG order.
 STEPS: dict[str, tuple[str, ...]] = {
@@ -69,6 +69,11 @@ class Job:
             else:
                 raise InvalidInputError(f"job name {name!r}: {key} {value!r} is not a number")
         return cls(step, data_id)
+
+
+def job_name(step: str, data_id: dict[str, Any]) -> str:
+    """The name of the job (``warp_v001012_t2_p3``): what bookkeeping's job queries name rows with."""
+    return Job(step, data_id).name
 
 
 @dataclass(frozen=True)
@@ -250,11 +255,11 @@ def parse_data_id(text: str) -> dict[str, Any]:
 
 def run_job(ctx: ReleaseContext, job: Job) -> JobResult:
     """Run one job in this process. Inputs are checked to exist first; outputs appear atomically."""
-    from drp.pipeline.calibrate import calibrate
-    from drp.pipeline.coadd import coadd
-    from drp.pipeline.measure import measure
-    from drp.pipeline.merge import merge
-    from drp.pipeline.warp import warp
+    from science.pipeline.calibrate import calibrate
+    from science.pipeline.coadd import coadd
+    from science.pipeline.measure import measure
+    from science.pipeline.merge import merge
+    from science.pipeline.warp import warp
 
     inputs, outputs = ctx.io(job)
     root = ctx.root
@@ -291,7 +296,7 @@ def job_main(ctx: ReleaseContext, name: str) -> int:
     the error's exit code (2 for bad input, which no retry can fix). Other exceptions propagate."""
     import sys
 
-    from drp.errors import DrpError
+    from common.errors import DrpError
 
     try:
         job = Job.from_name(name)
@@ -305,4 +310,4 @@ def job_main(ctx: ReleaseContext, name: str) -> int:
 
 def preload() -> None:
     """Import every step now, so forked workers start with them loaded (1.2 s of imports per job)."""
-    from drp.pipeline import calibrate, coadd, measure, merge, warp  # noqa: F401
+    from science.pipeline import calibrate, coadd, measure, merge, warp  # noqa: F401

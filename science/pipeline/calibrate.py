@@ -20,9 +20,9 @@ from astropy.wcs import WCS
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from drp.errors import InvalidInputError
-from drp.files import write_fits_atomic, write_parquet_atomic
-from drp.pipeline.common import (
+from common.errors import InvalidInputError
+from science.files import write_fits_atomic, write_parquet_atomic
+from science.pipeline.common import (
     MASK_BAD,
     MASK_CR,
     MASK_SAT,

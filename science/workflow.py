@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drp.atomic import atomic_write, write_json_atomic
-from drp.errors import InvalidInputError
-from drp.pipeline.jobs import STEPS, Job, ReleaseContext
+from common.atomic import atomic_write, write_json_atomic
+from common.errors import InvalidInputError
+from science.pipeline.jobs import STEPS, Job, ReleaseContext
 
 WORKFLOW_VERSION = 1
 NODES_FILE = "workflow.jsonl"

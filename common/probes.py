@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
 
-from drp.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from common.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 TIMEOUT_S = 5.0
 

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from drp.errors import InvalidInputError
-from drp.pipeline.common import mag_to_njy, match_positions, njy_to_mag
+from common.errors import InvalidInputError
+from science.pipeline.common import mag_to_njy, match_positions, njy_to_mag
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def accuracy(
 
 def validate_release(root: Path, release: str | None, *, min_snr: float = 20.0) -> AccuracyReport:
     """Accuracy of the merged tract tables under a site root against the release's truth."""
-    from drp.pipeline.jobs import ReleaseContext
+    from science.pipeline.jobs import ReleaseContext
 
     ctx = ReleaseContext.discover(root, release)
     paths = [root / ctx.layout.object_table(t.id) for t in ctx.skymap.tracts]

@@ -18,8 +18,8 @@ from astropy.io import fits
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from drp.files import write_fits_atomic
-from drp.pipeline.common import (
+from science.files import write_fits_atomic
+from science.pipeline.common import (
     MASK_BAD,
     MASK_CR,
     MASK_NO_DATA,
@@ -32,7 +32,7 @@ from drp.pipeline.common import (
     provenance_header,
     read_exposure,
 )
-from drp.skymap import Patch
+from science.skymap import Patch
 
 CALEXP_KEYS = ("VISIT", "BAND", "EXPTIME", "PHOTOZP", "PSF_FWHM")
 
