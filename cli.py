@@ -211,7 +211,7 @@ def sites_list(sites_path: Path | None, as_json: bool) -> None:
 @click.pass_context
 def sites_sync(ctx: click.Context, sites_path: Path | None, as_json: bool) -> None:
     """Record the catalogue's sites in bookkeeping (insert or update; safe to repeat)."""
-    from bookkeeping.bulk import upsert_sites
+    from bookkeeping.sites import upsert_sites
     from sites.catalogue import load_catalogue
 
     catalogue = load_catalogue(sites_path)

@@ -1,6 +1,6 @@
 """Bookkeeping benchmark: file registration rate against the raw driver, and a whole release at scale.
 
-Phase A (ratio): register ``--ratio-files`` files (default 1,000,000) through ``bulk.register_files``
+Phase A (ratio): register ``--ratio-files`` files (default 1,000,000) through ``register_files``
 and, in the same process into an identical fresh schema, through the raw driver (sqlite3
 ``executemany`` in one transaction; psycopg ``COPY``). Prints ``ratio=`` ours / raw.
 
@@ -23,12 +23,15 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from bookkeeping.campaigns import attach_datasets, create_campaign
+from bookkeeping.files import get_or_create_dataset, register_files
+from bookkeeping.sites import SiteRow, upsert_sites
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bookkeeping import bulk
 from bookkeeping.database import Database
 from bookkeeping.pgserver import PgServer, find_pg_bindir
 from bookkeeping.queries import campaign_status
@@ -95,11 +98,11 @@ class Target:
 
 def setup_sites(db: Database) -> dict[str, int]:
     with db.session() as s:
-        return bulk.upsert_sites(
+        return upsert_sites(
             s,
             [
-                bulk.SiteRow("ncsa", "lead", 0.5, "file:///data/ncsa", "local"),
-                bulk.SiteRow("in2p3", "satellite", 0.5, "file:///data/in2p3", "local"),
+                SiteRow("ncsa", "lead", 0.5, "file:///data/ncsa", "local"),
+                SiteRow("in2p3", "satellite", 0.5, "file:///data/in2p3", "local"),
             ],
         )
 
@@ -109,15 +112,15 @@ def phase_ratio(target: Target, n: int) -> dict[str, Any]:
     # Raw driver baseline.
     db = target.fresh("raw")
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
+        ds = get_or_create_dataset(s, "dr1", "raw")
     raw_s = target.raw_load(db, ds, rows)
     # satdrp's bulk path, same rows, identical fresh schema.
     db = target.fresh("ours")
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
+        ds = get_or_create_dataset(s, "dr1", "raw")
     t0 = time.perf_counter()
     with db.session() as s:
-        bulk.register_files(s, ds, rows)
+        register_files(s, ds, rows)
     ours_s = time.perf_counter() - t0
     db.dispose()
     return {
@@ -134,7 +137,7 @@ def phase_release(target: Target, n: int, dataset_size: int, progress: bool) -> 
     db = target.fresh("release")
     ids = setup_sites(db)
     with db.session() as s:
-        camp = bulk.create_campaign(s, "dr1", "dr1")
+        camp = create_campaign(s, "dr1", "dr1")
     replicas_at = [(ids["ncsa"], ReplicaState.AVAILABLE), (ids["in2p3"], ReplicaState.AVAILABLE)]
     in_db = 0.0
     wall0 = time.perf_counter()
@@ -145,8 +148,8 @@ def phase_release(target: Target, n: int, dataset_size: int, progress: bool) -> 
         chunk = file_rows(start, min(dataset_size, n - start))
         t0 = time.perf_counter()
         with db.session() as s:
-            ds = bulk.get_or_create_dataset(s, "dr1", f"raw/{start // dataset_size:06d}")
-            bulk.register_files(s, ds, chunk, replicas_at=replicas_at)
+            ds = get_or_create_dataset(s, "dr1", f"raw/{start // dataset_size:06d}")
+            register_files(s, ds, chunk, replicas_at=replicas_at)
         in_db += time.perf_counter() - t0
         dataset_ids.append(ds)
         done += len(chunk)
@@ -154,7 +157,7 @@ def phase_release(target: Target, n: int, dataset_size: int, progress: bool) -> 
             last_report = time.perf_counter()
             print(f"  ... {done:,} files in {last_report - wall0:.0f} s", file=sys.stderr, flush=True)
     with db.session() as s:
-        bulk.attach_datasets(s, camp, dataset_ids)
+        attach_datasets(s, camp, dataset_ids)
     wall = time.perf_counter() - wall0
     times = []
     status = None

@@ -19,10 +19,11 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from bookkeeping.files import FileRow, get_or_create_dataset, register_files
+from bookkeeping.sites import upsert_sites
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bookkeeping import bulk
-from bookkeeping.bulk import FileRow
 from bookkeeping.database import Database
 from bookkeeping.states import ReplicaState
 from sites.catalogue import parse_catalogue
@@ -44,9 +45,9 @@ def setup(tmp: Path, files: Iterable[tuple[str, bytes]]) -> tuple[Database, obje
     db = Database(f"sqlite:///{tmp / 'bk.sqlite'}")
     db.upgrade()
     with db.session() as s:
-        ids = bulk.upsert_sites(s, [x.to_row() for x in cat.sites])
-        ds = bulk.get_or_create_dataset(s, "bench", "data")
-        bulk.register_files(s, ds, rows, replicas_at=[(ids["a"], ReplicaState.AVAILABLE)])
+        ids = upsert_sites(s, [x.to_row() for x in cat.sites])
+        ds = get_or_create_dataset(s, "bench", "data")
+        register_files(s, ds, rows, replicas_at=[(ids["a"], ReplicaState.AVAILABLE)])
     return db, cat, get_replication(cat), root
 
 

@@ -19,13 +19,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bookkeeping.campaigns import attach_datasets, create_campaign
+from bookkeeping.files import get_or_create_dataset, register_files
+from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs
+from bookkeeping.transfers import TransferRow, add_transfers, set_transfer_states
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text
 
 from bench.bookkeeping import file_rows, setup_sites
-from bookkeeping import bulk
-from bookkeeping.bulk import AttemptRow, TransferRow
 from bookkeeping.database import Database
 from bookkeeping.pgserver import free_port
 from bookkeeping.states import JobState, ReplicaState, TransferState
@@ -36,25 +39,23 @@ from instrumentation.metrics import BookkeepingCollector
 def build(db: Database, n_files: int, n_jobs: int, n_transfers: int) -> None:
     ids = setup_sites(db)
     with db.session() as s:
-        camp = bulk.create_campaign(s, "dr1", "dr1")
+        camp = create_campaign(s, "dr1", "dr1")
     replicas_at = [(ids["ncsa"], ReplicaState.AVAILABLE), (ids["in2p3"], ReplicaState.AVAILABLE)]
     datasets = []
     for start in range(0, n_files, 10_000):
         with db.session() as s:
-            ds = bulk.get_or_create_dataset(s, "dr1", f"raw/{start // 10_000:06d}")
-            bulk.register_files(
-                s, ds, file_rows(start, min(10_000, n_files - start)), replicas_at=replicas_at
-            )
+            ds = get_or_create_dataset(s, "dr1", f"raw/{start // 10_000:06d}")
+            register_files(s, ds, file_rows(start, min(10_000, n_files - start)), replicas_at=replicas_at)
         datasets.append(ds)
     with db.session() as s:
-        bulk.attach_datasets(s, camp, datasets)
+        attach_datasets(s, camp, datasets)
         steps = ("calibrate", "warp", "coadd", "measure", "merge")
-        bulk.add_jobs(
+        add_jobs(
             s, camp, ((ids["ncsa"], steps[i % 5], f'{{"n": {i}}}', JobState.SUCCEEDED) for i in range(n_jobs))
         )
         job_ids = [j for (j,) in s.execute(text("SELECT id FROM jobs ORDER BY id"))]
         now = time.time()
-        bulk.add_attempts(
+        add_attempts(
             s,
             (
                 AttemptRow(j, 1, 0, None, now - 10 - k % 100, now - k % 7, 5.0, 0.5, 10**8, 10**6, 10**6)
@@ -64,10 +65,10 @@ def build(db: Database, n_files: int, n_jobs: int, n_transfers: int) -> None:
         file_ids = [
             f for (f,) in s.execute(text("SELECT id FROM files ORDER BY id LIMIT :n"), {"n": n_transfers})
         ]
-        bulk.add_transfers(s, camp, (TransferRow(f, ids["ncsa"], ids["in2p3"], 16_000_000) for f in file_ids))
+        add_transfers(s, camp, (TransferRow(f, ids["ncsa"], ids["in2p3"], 16_000_000) for f in file_ids))
         tids = [t for (t,) in s.execute(text("SELECT id FROM transfers"))]
-        bulk.set_transfer_states(s, ((t, TransferState.ACTIVE, None) for t in tids))
-        bulk.set_transfer_states(s, ((t, TransferState.DONE, None) for t in tids))
+        set_transfer_states(s, ((t, TransferState.ACTIVE, None) for t in tids))
+        set_transfer_states(s, ((t, TransferState.DONE, None) for t in tids))
 
 
 def wait_for_profiles(url: str, timeout: float = 120.0) -> None:

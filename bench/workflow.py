@@ -27,9 +27,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bookkeeping.campaigns import create_campaign
+from bookkeeping.jobs import add_jobs, data_id_key
+from bookkeeping.sites import upsert_sites
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bookkeeping.bulk import add_jobs, create_campaign, data_id_key, upsert_sites
 from bookkeeping.database import Database
 from bookkeeping.states import JobState, SiteRole
 from common.atomic import write_json_atomic

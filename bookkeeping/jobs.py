@@ -5,16 +5,18 @@ and always with a limit or an aggregate, never returning a whole table."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from common.errors import NotFoundError
 
-from .bulk import data_id_key
+from .bulk import bump_counts, copy_rows, load_temp, transitions
 from .models import Attempt, Campaign, Job, Site
 from .states import JobState
 
@@ -217,3 +219,120 @@ def step_profiles(session: Session, campaign: str, *, site: str | None = None) -
         )
     order = {s: i for i, s in enumerate(("calibrate", "warp", "coadd", "measure", "merge"))}
     return sorted(out, key=lambda p: (p.site, order.get(p.step, 99), p.step))
+
+
+# --- writes -----------------------------------------------------------------------------------------
+class JobRow(NamedTuple):
+    site_id: int
+    step: str
+    data_id: str
+    state: JobState = JobState.PENDING
+
+
+class AttemptRow(NamedTuple):
+    job_id: int
+    number: int
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    cpu_user: float | None = None
+    cpu_sys: float | None = None
+    peak_rss: int | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    host: str | None = None
+    stderr_tail: str | None = None
+    report_path: str | None = None
+
+
+def add_jobs(session: Session, campaign_id: int, jobs: Iterable[tuple[int, str, str, JobState]]) -> int:
+    """Insert jobs of a campaign; ``data_id`` must already be canonical (see :func:`data_id_key`)."""
+    now = time.time()
+    counts: Counter[tuple[Any, ...]] = Counter()
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for site_id, step, data_id, state in jobs:
+            counts[(campaign_id, site_id, step, int(state))] += 1
+            yield (campaign_id, site_id, step, data_id, int(state), 0, now, now)
+
+    columns = ("campaign_id", "site_id", "step", "data_id", "state", "n_attempts", "created_at", "updated_at")
+    copy_rows(session, "jobs", columns, rows(), what=f"adding jobs to campaign {campaign_id}")
+    bump_counts(
+        session,
+        "job_counts",
+        ("campaign_id", "site_id", "step", "state"),
+        ("n_jobs",),
+        {k: (v,) for k, v in counts.items()},
+    )
+    return sum(counts.values())
+
+
+def data_id_key(data_id: dict[str, Any]) -> str:
+    """Canonical text form of a data id: the same dict always gives the same key."""
+    return json.dumps(data_id, sort_keys=True, separators=(",", ":"))
+
+
+def set_job_states(session: Session, updates: Iterable[tuple[int, JobState]]) -> int:
+    """Set job id → state in bulk and keep ``job_counts`` exact; returns the number of jobs given."""
+    loaded = load_temp(
+        session,
+        "tmp_job_update",
+        "job_id BIGINT PRIMARY KEY, state SMALLINT NOT NULL",
+        ("job_id", "state"),
+        ((j, int(s)) for j, s in updates),
+    )
+    trans = transitions(
+        session,
+        "SELECT j.campaign_id, j.site_id, j.step, j.state, t.state, count(*), 0 "
+        "FROM tmp_job_update t JOIN jobs j ON j.id = t.job_id "
+        "GROUP BY j.campaign_id, j.site_id, j.step, j.state, t.state",
+        loaded,
+        "jobs",
+    )
+    session.execute(
+        text(
+            "UPDATE jobs SET state = t.state, updated_at = :now FROM tmp_job_update t "
+            "WHERE jobs.id = t.job_id AND jobs.state <> t.state"
+        ),
+        {"now": time.time()},
+    )
+    deltas: Counter[tuple[Any, ...]] = Counter()
+    for camp, site, step, old, new, n, _ in trans:
+        if old != new:
+            deltas[(camp, site, step, old)] -= n
+            deltas[(camp, site, step, new)] += n
+    bump_counts(
+        session,
+        "job_counts",
+        ("campaign_id", "site_id", "step", "state"),
+        ("n_jobs",),
+        {k: (v,) for k, v in deltas.items() if v},
+    )
+    session.execute(text("DROP TABLE tmp_job_update"))
+    return loaded
+
+
+ATTEMPT_COLUMNS = AttemptRow._fields
+
+
+def add_attempts(session: Session, attempts: Iterable[AttemptRow]) -> int:
+    """Insert job attempts (profiles) and raise each job's ``n_attempts`` to its highest number."""
+    max_before = session.execute(text("SELECT coalesce(max(id), 0) FROM attempts")).scalar_one()
+    n = [0]
+
+    def rows() -> Iterator[AttemptRow]:
+        for a in attempts:
+            n[0] += 1
+            yield a
+
+    copy_rows(session, "attempts", ATTEMPT_COLUMNS, rows(), what="adding attempts")
+    session.execute(
+        text(
+            "UPDATE jobs SET n_attempts = a.m FROM "
+            "(SELECT job_id, max(number) AS m FROM attempts WHERE id > :after GROUP BY job_id) a "
+            "WHERE jobs.id = a.job_id AND jobs.n_attempts < a.m"
+        ),
+        {"after": max_before},
+    )
+    return n[0]

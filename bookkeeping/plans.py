@@ -16,9 +16,12 @@ from sqlalchemy.orm import Session
 
 from common.errors import NotFoundError
 
-from .bulk import copy_rows, get_or_create_dataset, log_event, site_ids
+from .bulk import copy_rows
+from .events import log_event
+from .files import get_or_create_dataset
 from .models import Assignment, Campaign, Dataset, Rule
 from .models import SplitPlan as SplitPlanRow
+from .sites import site_ids
 from .states import RuleState
 
 

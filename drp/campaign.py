@@ -36,10 +36,13 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
+from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database
+from bookkeeping.events import log_event
+from bookkeeping.files import FileRow
 from bookkeeping.models import Campaign, CampaignPhase, Validation
 from bookkeeping.plans import load_plan
+from bookkeeping.sites import upsert_sites
 from bookkeeping.states import CampaignState, RuleState
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from drp.campaign_config import CampaignConfig
@@ -100,11 +103,11 @@ class CampaignDriver:
     def create(self) -> bool:
         """Create the campaign (and its sites) in bookkeeping; False if it existed already."""
         with self.db.session() as session:
-            bulk.upsert_sites(session, [s.to_row() for s in self.catalogue.sites])
+            upsert_sites(session, [s.to_row() for s in self.catalogue.sites])
             if session.scalar(select(Campaign.id).where(Campaign.name == self.name)) is not None:
                 return False
             config = self.cfg.model_dump(mode="json")
-            camp = bulk.create_campaign(session, self.name, self.release, config)
+            camp = create_campaign(session, self.name, self.release, config)
             self._enter(session, camp, CampaignState.CREATED)
         return True
 
@@ -148,9 +151,7 @@ class CampaignDriver:
             phase = failed_phase(session, camp.id) or CampaignState.CREATED
             requeued = retry_failed(session, rule=None) if phase is CampaignState.REPLICATING else 0
             camp.state, camp.message, camp.updated_at = phase, f"retrying {phase.name.lower()}", time.time()
-            bulk.log_event(
-                session, "campaign.retry", subject=self.name, campaign_id=camp.id, message=phase.name
-            )
+            log_event(session, "campaign.retry", subject=self.name, campaign_id=camp.id, message=phase.name)
         return f"{self.name}: back to {phase.name}" + (
             f", {requeued} transfer(s) re-queued" if requeued else ""
         )
@@ -214,7 +215,7 @@ class CampaignDriver:
             }
         assert stored is not None
         plan = stored.plan
-        by_home: dict[int, list[bulk.FileRow]] = {}
+        by_home: dict[int, list[FileRow]] = {}
         needs: dict[int, set[str]] = {}
         for vid, v in sorted(ctx.visits.items()):
             tracts = sorted({int(t) for t, _ in v["patches"]})
@@ -342,7 +343,7 @@ class CampaignDriver:
     def _note_failure(self, site: str) -> None:
         with self.db.session() as session:
             camp = self._campaign(session)
-            bulk.log_event(
+            log_event(
                 session, "campaign.restart", subject=site, campaign_id=camp.id, message=f"restart:{site}"
             )
 
@@ -447,7 +448,7 @@ class CampaignDriver:
                 own = {t for t, s in stored.plan.assignment.items() if s == site.name}
                 if site.name == reference.name:
                     own |= set(stored.plan.overlap)  # the reference's overlap outputs are the release's
-                by_tract: dict[int, list[bulk.FileRow]] = {}
+                by_tract: dict[int, list[FileRow]] = {}
                 for node in spec.nodes():
                     tract = _tract_of(node.data_id)
                     if tract is None or tract not in own:
@@ -533,7 +534,7 @@ class CampaignDriver:
             if after is not before:
                 phase.finished_at = now
                 self._enter(session, camp.id, after)
-                bulk.log_event(
+                log_event(
                     session,
                     f"campaign.{after.name.lower()}",
                     subject=self.name,
@@ -553,9 +554,9 @@ def failed_phase(session: Session, camp_id: int) -> CampaignState | None:
     )
 
 
-def _file_row(root: Path, name: str) -> bulk.FileRow:
+def _file_row(root: Path, name: str) -> FileRow:
     adler, size = adler32_file(root / name)
-    return bulk.FileRow(name, size, adler)
+    return FileRow(name, size, adler)
 
 
 def _rule_campaign(session: Session, rule_id: int) -> int | None:

@@ -30,10 +30,14 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
+from bookkeeping.events import log_event
+from bookkeeping.files import drop_pending_replicas
+from bookkeeping.jobs import set_job_states
 from bookkeeping.models import Campaign, CampaignPhase, Failover, Rule
 from bookkeeping.plans import load_plan, store_plan
+from bookkeeping.sites import site_ids
 from bookkeeping.states import CampaignState, JobState, RuleState, TransferState
+from bookkeeping.transfers import set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
 from drp.campaign import CampaignDriver, failed_phase
 from drp.locking import campaign_lock
@@ -116,7 +120,7 @@ def _replace_rules(
     driver: CampaignDriver, session: Session, camp_id: int, old: str, new: str | None, reason: str
 ) -> dict[int, int]:
     """Suspend the campaign's unsatisfied rules placed at ``old``; add their equivalents without it."""
-    site_ids = bulk.site_ids(session)
+    by_name = site_ids(session)
     replaced: dict[int, int] = {}
     rules = list(
         session.scalars(
@@ -132,7 +136,7 @@ def _replace_rules(
                 text("SELECT site_id FROM rule_sites WHERE rule_id = :r"), {"r": rule.id}
             )
         }
-        if site_ids[old] not in placed and f"site={old}" not in rule.site_expression.split("|"):
+        if by_name[old] not in placed and f"site={old}" not in rule.site_expression.split("|"):
             continue
         expression = _swap(rule.site_expression, old, new)
         check(expression)
@@ -161,10 +165,10 @@ def _cancel_transfers_to(session: Session, site_id: int, rule_ids: list[int]) ->
         {"s": site_id},
     ).all()
     if rows:
-        bulk.set_transfer_states(
+        set_transfer_states(
             session, ((t, TransferState.CANCELED, "cancelled: site failed over") for t, _ in rows)
         )
-        bulk.drop_pending_replicas(session, ((f, site_id) for _, f in rows))
+        drop_pending_replicas(session, ((f, site_id) for _, f in rows))
     return len(rows)
 
 
@@ -217,7 +221,7 @@ def failover(
             _cancel_run(driver, source, forget=False)
         with driver.db.session() as session:
             camp = driver._campaign(session)
-            ids = bulk.site_ids(session)
+            ids = site_ids(session)
             report = FailoverReport(
                 driver.name, "failover", source, target, dry_run, state_before=camp.state.name
             )
@@ -255,7 +259,7 @@ def failover(
                 )
             ]
             if pending:
-                bulk.set_job_states(session, pending)
+                set_job_states(session, pending)
             report.jobs_cancelled = len(pending)
             session.add(
                 Failover(
@@ -270,7 +274,7 @@ def failover(
             )
             message = f"{reason}: {len(report.tracts_moved)} tract(s) moved, {len(report.tracts_kept)} kept"
             _campaign_back(session, camp, message)
-            bulk.log_event(session, "dr.failover", subject=source, campaign_id=camp.id, message=message)
+            log_event(session, "dr.failover", subject=source, campaign_id=camp.id, message=message)
             report.state_after = camp.state.name
         _cancel_run(driver, target, forget=True)  # re-prepared with its new tracts at the next tick
         return report
@@ -282,7 +286,7 @@ def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> Fai
     with campaign_lock(driver.cfg.workdir, driver.name):
         with driver.db.session() as session:
             camp = driver._campaign(session)
-            ids = bulk.site_ids(session)
+            ids = site_ids(session)
             names = {v: k for k, v in ids.items()}
             row = session.scalar(
                 select(Failover)
@@ -360,12 +364,12 @@ def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> Fai
                 if json.loads(data_id).get("tract") in report.tracts_moved
             ]
             if back:
-                bulk.set_job_states(session, back)
+                set_job_states(session, back)
             report.jobs_cancelled = len(back)
             row.failed_back_at = time.time()
             message = f"{reason}: {len(report.tracts_moved)} tract(s) back, {len(report.tracts_kept)} stay"
             _campaign_back(session, camp, message)
-            bulk.log_event(session, "dr.failback", subject=site, campaign_id=camp.id, message=message)
+            log_event(session, "dr.failback", subject=site, campaign_id=camp.id, message=message)
             report.state_after = camp.state.name
         _cancel_run(driver, target, forget=True)
         _cancel_run(driver, site, forget=True)

@@ -17,19 +17,13 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping.bulk import (
-    AttemptRow,
-    add_attempts,
-    add_jobs,
-    create_campaign,
-    data_id_key,
-    log_event,
-    set_job_states,
-    upsert_sites,
-)
+from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database
+from bookkeeping.events import log_event
+from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states
 from bookkeeping.models import Campaign
 from bookkeeping.plans import StoredPlan, load_plan, site_tracts, store_plan
+from bookkeeping.sites import upsert_sites
 from bookkeeping.states import JobState
 from common.atomic import write_json_atomic
 from common.errors import ConfigError, NotFoundError

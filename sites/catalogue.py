@@ -50,7 +50,7 @@ from pydantic import (
     model_validator,
 )
 
-from bookkeeping.bulk import SiteRow
+from bookkeeping.sites import SiteRow
 from bookkeeping.states import SiteRole
 from common.configfile import config_error, read_toml
 from common.errors import ConfigError

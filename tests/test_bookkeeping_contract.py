@@ -11,29 +11,33 @@ import random
 import pytest
 from sqlalchemy import func, select, text
 
-from bookkeeping import bulk
+from bookkeeping.campaigns import attach_datasets, create_campaign
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow, get_or_create_dataset, register_files, set_replica_states
+from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states
 from bookkeeping.models import Attempt, Dataset, Event, File, Job, Replica
 from bookkeeping.queries import campaign_status, replica_totals
+from bookkeeping.sites import SiteRow, upsert_sites
 from bookkeeping.states import JobState, ReplicaState, TransferState
+from bookkeeping.transfers import TransferRow, add_transfers, set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
 
 
 def _setup(db: Database) -> tuple[dict[str, int], int]:
     with db.session() as s:
-        ids = bulk.upsert_sites(
+        ids = upsert_sites(
             s,
             [
-                bulk.SiteRow("ncsa", "lead", 0.5, "file:///data/ncsa", "local"),
-                bulk.SiteRow("in2p3", "satellite", 0.5, "file:///data/in2p3", "local"),
+                SiteRow("ncsa", "lead", 0.5, "file:///data/ncsa", "local"),
+                SiteRow("in2p3", "satellite", 0.5, "file:///data/in2p3", "local"),
             ],
         )
-        camp = bulk.create_campaign(s, "dr1-test", "dr1")
+        camp = create_campaign(s, "dr1-test", "dr1")
     return ids, camp
 
 
-def _files(prefix: str, n: int, size0: int = 100) -> list[bulk.FileRow]:
-    return [bulk.FileRow(f"{prefix}/f{i:05d}.fits", size0 + i, f"{i:08x}") for i in range(n)]
+def _files(prefix: str, n: int, size0: int = 100) -> list[FileRow]:
+    return [FileRow(f"{prefix}/f{i:05d}.fits", size0 + i, f"{i:08x}") for i in range(n)]
 
 
 def _assert_aggregates_exact(db: Database) -> None:
@@ -96,14 +100,14 @@ def _assert_aggregates_exact(db: Database) -> None:
 def test_register_files_with_replicas_at_two_sites(db: Database) -> None:
     ids, camp = _setup(db)
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw/tract0001")
-        res = bulk.register_files(
+        ds = get_or_create_dataset(s, "dr1", "raw/tract0001")
+        res = register_files(
             s,
             ds,
             _files("dr1/raw/t1", 500),
             replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE), (ids["in2p3"], ReplicaState.COPYING)],
         )
-        bulk.attach_datasets(s, camp, [ds])
+        attach_datasets(s, camp, [ds])
     assert (res.n_files, res.n_bytes, res.n_replicas) == (500, sum(100 + i for i in range(500)), 1000)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Replica)) == 1000
@@ -117,11 +121,11 @@ def test_register_files_with_replicas_at_two_sites(db: Database) -> None:
 def test_second_registration_attaches_replicas_only_to_new_files(db: Database) -> None:
     ids, _ = _setup(db)
     with db.session() as s:
-        a = bulk.get_or_create_dataset(s, "dr1", "a")
-        b = bulk.get_or_create_dataset(s, "dr1", "b")
-        bulk.register_files(s, a, _files("a", 10), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
-        bulk.register_files(s, b, _files("b", 7), replicas_at=[(ids["in2p3"], ReplicaState.AVAILABLE)])
-        bulk.register_files(s, a, _files("a2", 5), replicas_at=[(ids["in2p3"], ReplicaState.BAD)])
+        a = get_or_create_dataset(s, "dr1", "a")
+        b = get_or_create_dataset(s, "dr1", "b")
+        register_files(s, a, _files("a", 10), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        register_files(s, b, _files("b", 7), replicas_at=[(ids["in2p3"], ReplicaState.AVAILABLE)])
+        register_files(s, a, _files("a2", 5), replicas_at=[(ids["in2p3"], ReplicaState.BAD)])
     with db.session() as s:
         rows = s.execute(
             select(File.dataset_id, Replica.site_id, Replica.state, func.count())
@@ -137,23 +141,21 @@ def test_second_registration_attaches_replicas_only_to_new_files(db: Database) -
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [
-        (bulk.FileRow("../etc/passwd", 1, "00000001"), "'..'"),
-        (bulk.FileRow("a/../../x", 1, "00000001"), "'..'"),
-        (bulk.FileRow("/abs/path", 1, "00000001"), "relative"),
-        (bulk.FileRow("ok/name", -5, "00000001"), "negative size"),
-        (bulk.FileRow("ok/name", 5, "xyz"), "adler32"),
-        (bulk.FileRow("ok/name", 5, "0000000G"), "adler32"),
+        (FileRow("../etc/passwd", 1, "00000001"), "'..'"),
+        (FileRow("a/../../x", 1, "00000001"), "'..'"),
+        (FileRow("/abs/path", 1, "00000001"), "relative"),
+        (FileRow("ok/name", -5, "00000001"), "negative size"),
+        (FileRow("ok/name", 5, "xyz"), "adler32"),
+        (FileRow("ok/name", 5, "0000000G"), "adler32"),
     ],
 )
-def test_bad_rows_are_rejected_and_nothing_is_written(
-    db: Database, bad_row: bulk.FileRow, message: str
-) -> None:
+def test_bad_rows_are_rejected_and_nothing_is_written(db: Database, bad_row: FileRow, message: str) -> None:
     ids, _ = _setup(db)
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
+        ds = get_or_create_dataset(s, "dr1", "raw")
     rows = [*_files("good", 50), bad_row, *_files("more", 3)]
     with pytest.raises(InvalidInputError, match=message), db.session() as s:
-        bulk.register_files(s, ds, rows, replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        register_files(s, ds, rows, replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(File)) == 0
         assert s.scalar(select(Dataset.n_files).where(Dataset.id == ds)) == 0
@@ -163,10 +165,10 @@ def test_bad_rows_are_rejected_and_nothing_is_written(
 def test_duplicate_name_rolls_back_whole_registration(db: Database) -> None:
     ids, _ = _setup(db)
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
-        bulk.register_files(s, ds, _files("x", 5), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        ds = get_or_create_dataset(s, "dr1", "raw")
+        register_files(s, ds, _files("x", 5), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
     with pytest.raises(InvalidInputError, match="rejected by the database"), db.session() as s:
-        bulk.register_files(s, ds, [*_files("y", 5), _files("x", 1)[0]])
+        register_files(s, ds, [*_files("y", 5), _files("x", 1)[0]])
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(File)) == 5
     _assert_aggregates_exact(db)
@@ -175,28 +177,28 @@ def test_duplicate_name_rolls_back_whole_registration(db: Database) -> None:
 def test_unknown_dataset_is_not_found(db: Database) -> None:
     _setup(db)
     with pytest.raises(NotFoundError, match="dataset id 999"), db.session() as s:
-        bulk.register_files(s, 999, _files("x", 1))
+        register_files(s, 999, _files("x", 1))
 
 
 def test_random_replica_state_changes_keep_counts_exact(db: Database) -> None:
     ids, camp = _setup(db)
     with db.session() as s:
-        dss = [bulk.get_or_create_dataset(s, "dr1", f"ds{i}") for i in range(3)]
+        dss = [get_or_create_dataset(s, "dr1", f"ds{i}") for i in range(3)]
         for i, ds in enumerate(dss):
-            bulk.register_files(
+            register_files(
                 s,
                 ds,
                 _files(f"d{i}", 40, size0=1000 * (i + 1)),
                 replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)],
             )
-        bulk.attach_datasets(s, camp, dss)
+        attach_datasets(s, camp, dss)
         file_ids = list(s.scalars(select(File.id)))
     rng = random.Random(7)
     for _ in range(12):
         picked = rng.sample(file_ids, 25)
         site = rng.choice(list(ids.values()))
         with db.session() as s:
-            n = bulk.set_replica_states(s, [(f, site, rng.choice(list(ReplicaState))) for f in picked])
+            n = set_replica_states(s, [(f, site, rng.choice(list(ReplicaState))) for f in picked])
         assert n == 25
         _assert_aggregates_exact(db)
     with db.session() as s:
@@ -208,18 +210,16 @@ def test_random_replica_state_changes_keep_counts_exact(db: Database) -> None:
 def test_replica_update_with_unknown_file_or_duplicate_key_changes_nothing(db: Database) -> None:
     ids, _ = _setup(db)
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
-        bulk.register_files(s, ds, _files("x", 3), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        ds = get_or_create_dataset(s, "dr1", "raw")
+        register_files(s, ds, _files("x", 3), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
         fid = s.scalar(select(func.min(File.id)))
     assert fid is not None
     with pytest.raises(NotFoundError, match="1 of 2 files"), db.session() as s:
-        bulk.set_replica_states(
+        set_replica_states(
             s, [(fid, ids["in2p3"], ReplicaState.COPYING), (10**9, ids["in2p3"], ReplicaState.COPYING)]
         )
     with pytest.raises(InvalidInputError, match="twice"), db.session() as s:
-        bulk.set_replica_states(
-            s, [(fid, ids["ncsa"], ReplicaState.BAD), (fid, ids["ncsa"], ReplicaState.LOST)]
-        )
+        set_replica_states(s, [(fid, ids["ncsa"], ReplicaState.BAD), (fid, ids["ncsa"], ReplicaState.LOST)])
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Replica)) == 3
         assert set(s.scalars(select(Replica.state))) == {ReplicaState.AVAILABLE}
@@ -229,11 +229,11 @@ def test_replica_update_with_unknown_file_or_duplicate_key_changes_nothing(db: D
 def test_jobs_attempts_and_transfers_in_bulk(db: Database) -> None:
     ids, camp = _setup(db)
     with db.session() as s:
-        n = bulk.add_jobs(
+        n = add_jobs(
             s,
             camp,
             [
-                (ids[site], step, bulk.data_id_key({"visit": v}), JobState.PENDING)
+                (ids[site], step, data_id_key({"visit": v}), JobState.PENDING)
                 for site in ids
                 for step in ("calibrate", "warp")
                 for v in range(30)
@@ -242,14 +242,12 @@ def test_jobs_attempts_and_transfers_in_bulk(db: Database) -> None:
         assert n == 120
     with db.session() as s:
         job_ids = list(s.scalars(select(Job.id).order_by(Job.id)))
-        bulk.set_job_states(s, [(j, JobState.RUNNING) for j in job_ids[:50]])
-        bulk.set_job_states(
-            s, [(j, JobState.SUCCEEDED) for j in job_ids[:20]] + [(job_ids[20], JobState.FAILED)]
-        )
-        bulk.add_attempts(
+        set_job_states(s, [(j, JobState.RUNNING) for j in job_ids[:50]])
+        set_job_states(s, [(j, JobState.SUCCEEDED) for j in job_ids[:20]] + [(job_ids[20], JobState.FAILED)])
+        add_attempts(
             s,
-            [bulk.AttemptRow(j, 1, 0, cpu_user=1.5, peak_rss=2**20, host="h") for j in job_ids[:20]]
-            + [bulk.AttemptRow(job_ids[20], 1, 137, signal=9), bulk.AttemptRow(job_ids[20], 2, 1)],
+            [AttemptRow(j, 1, 0, cpu_user=1.5, peak_rss=2**20, host="h") for j in job_ids[:20]]
+            + [AttemptRow(job_ids[20], 1, 137, signal=9), AttemptRow(job_ids[20], 2, 1)],
         )
     _assert_aggregates_exact(db)
     with db.session() as s:
@@ -262,21 +260,21 @@ def test_jobs_attempts_and_transfers_in_bulk(db: Database) -> None:
     assert by[("ncsa", "calibrate", "FAILED")] == 1
     # Same job and attempt number twice is refused, not duplicated.
     with pytest.raises(InvalidInputError), db.session() as s:
-        bulk.add_attempts(s, [bulk.AttemptRow(job_ids[0], 1, 0)])
+        add_attempts(s, [AttemptRow(job_ids[0], 1, 0)])
     # Same job (campaign, site, step, data id) twice is refused.
     with pytest.raises(InvalidInputError), db.session() as s:
-        bulk.add_jobs(s, camp, [(ids["ncsa"], "calibrate", bulk.data_id_key({"visit": 0}), JobState.PENDING)])
+        add_jobs(s, camp, [(ids["ncsa"], "calibrate", data_id_key({"visit": 0}), JobState.PENDING)])
     _assert_aggregates_exact(db)
 
     with db.session() as s:
-        ds = bulk.get_or_create_dataset(s, "dr1", "raw")
-        bulk.register_files(s, ds, _files("t", 10), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        ds = get_or_create_dataset(s, "dr1", "raw")
+        register_files(s, ds, _files("t", 10), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
         fids = list(s.scalars(select(File.id)))
-        bulk.add_transfers(s, camp, [bulk.TransferRow(f, ids["ncsa"], ids["in2p3"], 1000) for f in fids])
+        add_transfers(s, camp, [TransferRow(f, ids["ncsa"], ids["in2p3"], 1000) for f in fids])
     with db.session() as s:
         tids = list(s.scalars(text("SELECT id FROM transfers ORDER BY id")))
-        bulk.set_transfer_states(s, [(t, TransferState.ACTIVE, None) for t in tids])
-        bulk.set_transfer_states(
+        set_transfer_states(s, [(t, TransferState.ACTIVE, None) for t in tids])
+        set_transfer_states(
             s,
             [(t, TransferState.DONE, None) for t in tids[:6]]
             + [(tids[6], TransferState.FAILED, "checksum mismatch")],
@@ -297,4 +295,4 @@ def test_status_of_unknown_campaign(db: Database) -> None:
 
 
 def test_data_id_key_is_canonical() -> None:
-    assert bulk.data_id_key({"visit": 1, "band": "r"}) == bulk.data_id_key({"band": "r", "visit": 1})
+    assert data_id_key({"visit": 1, "band": "r"}) == data_id_key({"band": "r", "visit": 1})

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bookkeeping import bulk
+from bookkeeping.sites import upsert_sites
 from drp.campaign import CampaignDriver
 from science.synth import generate_release
 from sites.catalogue import load_catalogue
@@ -198,7 +198,7 @@ storage = "file://{tmp_path / "slac"}"
     cat = load_catalogue(tmp_path / "sites3.toml")
     backend = get_replication(cat)
     with d.db.session() as s:
-        bulk.upsert_sites(s, [x.to_row() for x in cat.sites])
+        upsert_sites(s, [x.to_row() for x in cat.sites])
     dry = replicate(d.db, cat, backend, "slac", "tiny", dry_run=True)
     files = _catalogued(d)
     assert (dry.missing_files, dry.missing_bytes, dry.exit_code) == (len(files), sum(z for _, z in files), 3)

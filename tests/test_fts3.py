@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bookkeeping.bulk import FileRow
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow
 from bookkeeping.states import RuleState
 from sites.catalogue import parse_catalogue
 from tests.fake_fts import FakeFTS

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bookkeeping.bulk import FileRow
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow
 from bookkeeping.states import ReplicaState, RuleState, TransferState
 from common.errors import InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue, parse_catalogue

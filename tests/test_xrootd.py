@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bookkeeping.bulk import FileRow
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow
 from bookkeeping.states import ReplicaState, RuleState
 from sites.catalogue import parse_catalogue
 from tests.xrootd_server import XRootDServer

@@ -32,11 +32,14 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
-from bookkeeping.bulk import TransferRow
+from bookkeeping.bulk import copy_rows
 from bookkeeping.database import Database
+from bookkeeping.events import log_event
+from bookkeeping.files import check_name, set_replica_states
 from bookkeeping.models import Audit
+from bookkeeping.sites import site_ids
 from bookkeeping.states import ReplicaState, RuleState
+from bookkeeping.transfers import TransferRow, add_transfers
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import DEFAULT_MOVERS, SiteCatalogue
@@ -96,7 +99,7 @@ class DrStatus:
 
 
 def status(session: Session, *, scope: str | None = None) -> DrStatus:
-    names = {v: k for k, v in bulk.site_ids(session).items()}
+    names = {v: k for k, v in site_ids(session).items()}
     available_sites = {
         str(n): bool(a) for n, a in session.execute(text("SELECT name, available FROM sites ORDER BY name"))
     }
@@ -239,13 +242,13 @@ def audit(
         raise InvalidInputError(f"--sample must be in (0, 1], got {sample}")
     prefix = prefix.strip("/")
     if prefix:
-        bulk.check_name(prefix)
+        check_name(prefix)
     mover = storage_mover(catalogue, site)
     report = AuditReport(site, None, verify_checksums, sample, prefix, dry_run)
     started = time.perf_counter()
     like = {"p": f"{prefix}/%"} if prefix else {"p": "%"}
     with db.session() as session:
-        site_id = bulk.site_ids(session).get(site)
+        site_id = site_ids(session).get(site)
         if site_id is None:
             raise NotFoundError(f"site {site!r} is not in bookkeeping (run `drp sites sync`)")
         expected: dict[str, _Expected] = {}
@@ -457,7 +460,7 @@ def _record(db: Database, site_id: int, report: AuditReport) -> int:
         )
         session.add(row)
         session.flush()
-        bulk.copy_rows(
+        copy_rows(
             session,
             "audit_findings",
             ("audit_id", "site_id", "kind", "name", "file_id", "size", "reason", "action", "created_at"),
@@ -466,7 +469,7 @@ def _record(db: Database, site_id: int, report: AuditReport) -> int:
                 for f in report.findings
             ),
         )
-        bulk.log_event(
+        log_event(
             session,
             "dr.audit",
             subject=report.site,
@@ -515,10 +518,10 @@ def recover(
     report = RecoverReport(site, dry_run)
     started = time.perf_counter()
     with db.session() as session:
-        site_id = bulk.site_ids(session).get(site)
+        site_id = site_ids(session).get(site)
         if site_id is None:
             raise NotFoundError(f"site {site!r} is not in bookkeeping (run `drp sites sync`)")
-        names = {v: k for k, v in bulk.site_ids(session).items()}
+        names = {v: k for k, v in site_ids(session).items()}
         rows = session.execute(
             text(
                 "SELECT f.id, f.name, f.size, r.state, "
@@ -564,9 +567,9 @@ def recover(
             report.seconds = time.perf_counter() - started
             return report
         if queue:
-            bulk.set_replica_states(session, ((t.file_id, site_id, ReplicaState.COPYING) for t in queue))
-            bulk.add_transfers(session, None, queue)
-            bulk.log_event(session, "dr.recover", subject=site, payload={"queued": len(queue)})
+            set_replica_states(session, ((t.file_id, site_id, ReplicaState.COPYING) for t in queue))
+            add_transfers(session, None, queue)
+            log_event(session, "dr.recover", subject=site, payload={"queued": len(queue)})
     engine = TransferEngine(db, catalogue, backend)
     try:
         engine.run(max_seconds=max_seconds, progress=on_round, poll_s=0.2)

@@ -27,9 +27,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
 from bookkeeping.database import Database
+from bookkeeping.sites import site_ids
 from bookkeeping.states import ReplicaState, TransferState
+from bookkeeping.transfers import set_transfer_states
 from sites.catalogue import SiteCatalogue
 
 from .movers.base import FailureKind, Mover, Outcome, TransferRequest, TransferResult
@@ -110,7 +111,7 @@ class TransferEngine:
 
     def _site_names(self, session: Session) -> dict[int, str]:
         if not self._sites:
-            self._sites = {v: k for k, v in bulk.site_ids(session).items()}
+            self._sites = {v: k for k, v in site_ids(session).items()}
         return self._sites
 
     # -- rounds ------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class TransferEngine:
                 )
             ]
             if ids:
-                bulk.set_transfer_states(
+                set_transfer_states(
                     session,
                     ((t, TransferState.QUEUED, "interrupted: the transfer engine stopped") for t in ids),
                 )
@@ -233,7 +234,7 @@ class TransferEngine:
             batches[(names[r.source], names[r.dest])].append(r)
         taken = [r.id for rs in batches.values() for r in rs]
         if taken:
-            bulk.set_transfer_states(session, ((t, TransferState.ACTIVE, None) for t in taken))
+            set_transfer_states(session, ((t, TransferState.ACTIVE, None) for t in taken))
             report.submitted += len(taken)
         return batches
 
@@ -285,7 +286,7 @@ class TransferEngine:
             extra.append({"t": row.id, "f": kind.value, "n": now + wait, "s": source})
             report.retried += 1
         if states:
-            bulk.set_transfer_states(session, states)
+            set_transfer_states(session, states)
             session.execute(
                 text(
                     "UPDATE transfers SET failure = :f, next_attempt_at = :n, source_site_id = :s, "

@@ -15,10 +15,12 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
-from bookkeeping.bulk import FileRow, RegisterResult
 from bookkeeping.database import Database
+from bookkeeping.events import log_event
+from bookkeeping.files import FileRow, RegisterResult, check_name, set_replica_states
+from bookkeeping.sites import site_ids
 from bookkeeping.states import ReplicaState, TransferState
+from bookkeeping.transfers import set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import SiteCatalogue
@@ -31,7 +33,7 @@ def scan(root: Path, subdir: str, progress: ProgressFactory = no_progress) -> li
     """Files under ``root/subdir`` as catalogue rows (logical names relative to ``root``), with
     adler32 and size read from storage. Hidden files (temporary copies) are skipped."""
     if subdir not in ("", "."):
-        bulk.check_name(subdir)
+        check_name(subdir)
     base = (root / subdir).resolve()
     if not base.is_relative_to(root.resolve()):
         raise InvalidInputError(f"{subdir!r} is outside the site root {root}")
@@ -83,7 +85,7 @@ class DatasetRow:
 
 
 def datasets(session: Session, scope: str | None = None) -> list[DatasetRow]:
-    names = {v: k for k, v in bulk.site_ids(session).items()}
+    names = {v: k for k, v in site_ids(session).items()}
     where = "WHERE d.scope = :scope" if scope else ""
     rows = session.execute(
         text(
@@ -130,7 +132,7 @@ class TransferInfo:
 def transfers(
     session: Session, *, state: TransferState | None = None, rule: int | None = None, limit: int = 1000
 ) -> list[TransferInfo]:
-    names = {v: k for k, v in bulk.site_ids(session).items()}
+    names = {v: k for k, v in site_ids(session).items()}
     clauses, params = [], {"limit": limit}
     if state is not None:
         clauses.append("t.state = :state")
@@ -191,7 +193,7 @@ def retry_failed(session: Session, *, ids: list[int] | None = None, rule: int | 
     usable = [(t, f, d, s) for t, f, d, s in rows if s is not None]
     if not usable:
         return 0
-    bulk.set_transfer_states(session, ((t, TransferState.QUEUED, None) for t, _, _, _ in usable))
+    set_transfer_states(session, ((t, TransferState.QUEUED, None) for t, _, _, _ in usable))
     session.execute(
         text(
             "UPDATE transfers SET attempts = 0, failure = NULL, next_attempt_at = NULL, source_site_id = :s, "
@@ -199,8 +201,8 @@ def retry_failed(session: Session, *, ids: list[int] | None = None, rule: int | 
         ),
         [{"t": t, "s": s} for t, _, _, s in usable],
     )
-    bulk.set_replica_states(session, ((f, d, ReplicaState.COPYING) for _, f, d, _ in usable))
-    bulk.log_event(session, "transfers.retried", payload={"transfers": len(usable)})
+    set_replica_states(session, ((f, d, ReplicaState.COPYING) for _, f, d, _ in usable))
+    log_event(session, "transfers.retried", payload={"transfers": len(usable)})
     return len(usable)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from bookkeeping.bulk import check_name
+from bookkeeping.files import check_name
 from common.errors import InvalidInputError
 
 

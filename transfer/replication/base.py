@@ -17,7 +17,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from bookkeeping.bulk import FileRow, RegisterResult
+from bookkeeping.files import FileRow, RegisterResult
 from bookkeeping.states import ReplicaState, RuleState
 from common.errors import InvalidInputError
 from common.probes import Probe

@@ -26,10 +26,18 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping import bulk
-from bookkeeping.bulk import FileRow, RegisterResult, TransferRow
+from bookkeeping.events import log_event
+from bookkeeping.files import (
+    FileRow,
+    RegisterResult,
+    get_or_create_dataset,
+    register_files,
+    set_replica_states,
+)
 from bookkeeping.models import BadReplica, Campaign, Dataset, Rule, RuleSite, Site
+from bookkeeping.sites import site_ids, upsert_sites
 from bookkeeping.states import ReplicaState, RuleState
+from bookkeeping.transfers import TransferRow, add_transfers
 from common.errors import InvalidInputError, NotFoundError
 from common.probes import Health, Probe
 from transfer.expressions import check, evaluate
@@ -46,10 +54,10 @@ def _score(dataset: str, site: str) -> int:
 
 def ensure_sites(session: Session, backend: ReplicationBackend) -> dict[str, int]:
     """Site name → id, creating the catalogue's sites in bookkeeping when they are not there yet."""
-    ids = bulk.site_ids(session)
+    ids = site_ids(session)
     missing = [s.to_row() for s in backend.catalogue.sites if s.name not in ids]
     if missing:
-        ids.update(bulk.upsert_sites(session, missing))
+        ids.update(upsert_sites(session, missing))
     return ids
 
 
@@ -71,8 +79,8 @@ class EmbeddedBackend(ReplicationBackend):
     ) -> RegisterResult:
         scope, name = split_did(dataset)
         site_id = self._site_id(session, site)
-        ds = bulk.get_or_create_dataset(session, scope, name)
-        result = bulk.register_files(session, ds, files, replicas_at=[(site_id, ReplicaState.AVAILABLE)])
+        ds = get_or_create_dataset(session, scope, name)
+        result = register_files(session, ds, files, replicas_at=[(site_id, ReplicaState.AVAILABLE)])
         if campaign is not None:
             camp = self._campaign_id(session, campaign)
             session.execute(
@@ -131,7 +139,7 @@ class EmbeddedBackend(ReplicationBackend):
             )
             session.add(existing)
             session.flush()
-            bulk.log_event(
+            log_event(
                 session,
                 "rule.added",
                 subject=f"rule:{existing.id}",
@@ -215,7 +223,7 @@ class EmbeddedBackend(ReplicationBackend):
         return len(pairs)
 
     def copied(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
-        bulk.set_replica_states(session, ((f, s, ReplicaState.AVAILABLE) for f, s in replicas))
+        set_replica_states(session, ((f, s, ReplicaState.AVAILABLE) for f, s in replicas))
 
     def gave_up(self, session: Session, replicas: Sequence[tuple[int, int, ReplicaState, str]]) -> None:
         self._mark(session, replicas, "transfer")
@@ -226,13 +234,13 @@ class EmbeddedBackend(ReplicationBackend):
     ) -> None:
         if not replicas:
             return
-        bulk.set_replica_states(session, ((f, s, st) for f, s, st, _ in replicas))
+        set_replica_states(session, ((f, s, st) for f, s, st, _ in replicas))
         now = time.time()
         session.add_all(
             BadReplica(file_id=f, site_id=s, state=st, reason=why, source=source, created_at=now)
             for f, s, st, why in replicas
         )
-        bulk.log_event(
+        log_event(
             session,
             "replicas.declared_bad",
             subject=source,
@@ -340,8 +348,8 @@ class EmbeddedBackend(ReplicationBackend):
         for _, _, src in rows:
             if src not in link_mover:
                 link_mover[src] = self.catalogue.link(names[src], names[site_id]).mover
-        bulk.set_replica_states(session, ((f, site_id, ReplicaState.COPYING) for f, _, _ in rows))
-        return bulk.add_transfers(
+        set_replica_states(session, ((f, site_id, ReplicaState.COPYING) for f, _, _ in rows))
+        return add_transfers(
             session,
             rule.campaign_id,
             (TransferRow(f, src, site_id, size, rule.id, link_mover[src]) for f, size, src in rows),
@@ -373,7 +381,7 @@ class EmbeddedBackend(ReplicationBackend):
 
     def _reason(self, session: Session, rule: Rule, sites: Sequence[int], bad: int, missing: int) -> str:
         parts: list[str] = []
-        names = {v: k for k, v in bulk.site_ids(session).items()}
+        names = {v: k for k, v in site_ids(session).items()}
         if bad:
             rows = session.execute(
                 text(
@@ -412,7 +420,7 @@ class EmbeddedBackend(ReplicationBackend):
         if rule.state == state and rule.stuck_reason == reason:
             return
         rule.state, rule.stuck_reason, rule.updated_at = state, reason, time.time()
-        bulk.log_event(
+        log_event(
             session,
             f"rule.{state.name.lower()}",
             subject=f"rule:{rule.id}",

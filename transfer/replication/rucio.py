@@ -31,7 +31,7 @@ from pydantic import Field, SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping.bulk import FileRow, RegisterResult
+from bookkeeping.files import FileRow, RegisterResult
 from bookkeeping.models import Dataset, Rule, RuleSite
 from bookkeeping.states import ReplicaState, RuleState
 from common.errors import ConfigError, DrpError, InvalidInputError

@@ -1,0 +1,221 @@
+"""Datasets, files and replicas: registration and replica states in bulk, with exact aggregates."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from common.errors import InvalidInputError, NotFoundError
+
+from .bulk import bump_counts, copy_rows, load_temp, transitions
+from .events import log_event
+from .models import Dataset
+from .states import ReplicaState
+
+
+class FileRow(NamedTuple):
+    """A file to register: logical name (relative, no ``..``), size in bytes, adler32 as 8 hex digits."""
+
+    name: str
+    size: int
+    adler32: str
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    dataset_id: int
+    n_files: int
+    n_bytes: int
+    n_replicas: int
+
+
+_ADLER_OK = frozenset("0123456789abcdef")
+
+
+def check_name(name: str) -> str:
+    """Reject logical names that could escape a site root once joined to it."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise InvalidInputError(f"file name {name!r}: must be a non-empty relative path")
+    if name == ".." or name.startswith("../") or "/../" in name or name.endswith("/.."):
+        raise InvalidInputError(f"file name {name!r}: must not contain '..' components")
+    return name
+
+
+def _checked_files(rows: Iterable[tuple[str, int, str]], totals: list[int]) -> Iterator[tuple[str, int, str]]:
+    """Validate rows while streaming them to the driver; ``totals`` gets [n_files, n_bytes]."""
+    n = nbytes = 0
+    for row in rows:
+        name, size, adler = row
+        if name.startswith("/") or ".." in name:  # cheap test first; check_name says why
+            check_name(name)
+        if size < 0:
+            raise InvalidInputError(f"file {name!r}: negative size {size}")
+        if len(adler) != 8 or not _ADLER_OK.issuperset(adler):
+            raise InvalidInputError(f"file {name!r}: adler32 {adler!r} is not 8 lower-case hex digits")
+        n += 1
+        nbytes += size
+        yield row
+    totals[0] = n
+    totals[1] = nbytes
+
+
+def get_or_create_dataset(session: Session, scope: str, name: str, kind: str = "raw") -> int:
+    found = session.scalar(select(Dataset.id).where(Dataset.scope == scope, Dataset.name == name))
+    if found is not None:
+        return found
+    ds = Dataset(scope=scope, name=name, kind=kind, n_files=0, n_bytes=0, created_at=time.time())
+    session.add(ds)
+    session.flush()
+    return ds.id
+
+
+def register_files(
+    session: Session,
+    dataset_id: int,
+    rows: Iterable[tuple[str, int, str]],
+    *,
+    replicas_at: Sequence[tuple[int, ReplicaState]] = (),
+) -> RegisterResult:
+    """Register new files of a dataset, optionally with a replica at each given (site id, state).
+
+    Files stream to the driver (no list is built); the replicas of the new files are then created by
+    one ``INSERT … SELECT`` per site, and the dataset and replica aggregates are bumped once.
+    """
+    # Updating the dataset row first takes its lock (a row lock on PostgreSQL, the write lock on
+    # SQLite): registrations into one dataset are serialised, so "ids above max_before in this
+    # dataset" are exactly the files inserted here.
+    locked = session.execute(update(Dataset).where(Dataset.id == dataset_id).values(n_files=Dataset.n_files))
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        raise NotFoundError(f"dataset id {dataset_id} does not exist")
+    max_before = session.execute(text("SELECT coalesce(max(id), 0) FROM files")).scalar_one()
+    totals = [0, 0]
+    copy_rows(
+        session,
+        "files",
+        ("dataset_id", "name", "size", "adler32"),
+        ((dataset_id, *r) for r in _checked_files(rows, totals)),
+        what=f"registering files in dataset {dataset_id}",
+    )
+    n_files, n_bytes = totals
+    session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id)
+        .values(n_files=Dataset.n_files + n_files, n_bytes=Dataset.n_bytes + n_bytes)
+    )
+    n_replicas = 0
+    for site_id, state in replicas_at:
+        session.execute(
+            text(
+                "INSERT INTO replicas (file_id, site_id, state) "
+                "SELECT id, :site, :state FROM files WHERE dataset_id = :ds AND id > :after"
+            ),
+            {"site": site_id, "state": int(state), "ds": dataset_id, "after": max_before},
+        )
+        bump_counts(
+            session,
+            "replica_counts",
+            ("dataset_id", "site_id", "state"),
+            ("n_files", "n_bytes"),
+            {(dataset_id, site_id, int(state)): (n_files, n_bytes)},
+        )
+        n_replicas += n_files
+    log_event(
+        session,
+        "files.registered",
+        subject=f"dataset:{dataset_id}",
+        payload={"files": n_files, "bytes": n_bytes, "replicas": n_replicas},
+    )
+    return RegisterResult(dataset_id, n_files, n_bytes, n_replicas)
+
+
+def set_replica_states(session: Session, updates: Iterable[tuple[int, int, ReplicaState]]) -> int:
+    """Set (file id, site id) → state, creating replicas that do not exist yet; returns the count."""
+    loaded = load_temp(
+        session,
+        "tmp_replica_update",
+        "file_id BIGINT NOT NULL, site_id SMALLINT NOT NULL, state SMALLINT NOT NULL, "
+        "PRIMARY KEY (file_id, site_id)",
+        ("file_id", "site_id", "state"),
+        ((f, s, int(st)) for f, s, st in updates),
+    )
+    trans = transitions(
+        session,
+        "SELECT f.dataset_id, t.site_id, r.state, t.state, count(*), coalesce(sum(f.size), 0) "
+        "FROM tmp_replica_update t JOIN files f ON f.id = t.file_id "
+        "LEFT JOIN replicas r ON r.file_id = t.file_id AND r.site_id = t.site_id "
+        "GROUP BY f.dataset_id, t.site_id, r.state, t.state",
+        loaded,
+        "files",
+    )
+    session.execute(
+        text(
+            "INSERT INTO replicas (file_id, site_id, state) SELECT file_id, site_id, state "
+            "FROM tmp_replica_update WHERE true "
+            "ON CONFLICT (file_id, site_id) DO UPDATE SET state = excluded.state"
+        )
+    )
+    deltas: Counter[tuple[Any, ...]] = Counter()
+    sizes: Counter[tuple[Any, ...]] = Counter()
+    for ds, site, old, new, n, nbytes in trans:
+        if old == new:
+            continue
+        if old is not None:
+            deltas[(ds, site, old)] -= n
+            sizes[(ds, site, old)] -= nbytes
+        deltas[(ds, site, new)] += n
+        sizes[(ds, site, new)] += nbytes
+    bump_counts(
+        session,
+        "replica_counts",
+        ("dataset_id", "site_id", "state"),
+        ("n_files", "n_bytes"),
+        {k: (deltas[k], sizes[k]) for k in deltas},
+    )
+    session.execute(text("DROP TABLE tmp_replica_update"))
+    return loaded
+
+
+def drop_pending_replicas(session: Session, pairs: Iterable[tuple[int, int]]) -> int:
+    """Remove (file id, site id) replicas that are still COPYING (a copy that will not be made, e.g. to a
+    failed-over site), keeping ``replica_counts`` exact. Replicas in any other state are left alone."""
+    loaded = load_temp(
+        session,
+        "tmp_replica_drop",
+        "file_id BIGINT NOT NULL, site_id SMALLINT NOT NULL, PRIMARY KEY (file_id, site_id)",
+        ("file_id", "site_id"),
+        pairs,
+    )
+    if not loaded:
+        session.execute(text("DROP TABLE tmp_replica_drop"))
+        return 0
+    copying = int(ReplicaState.COPYING)
+    rows = session.execute(
+        text(
+            "SELECT f.dataset_id, t.site_id, count(*), coalesce(sum(f.size), 0) FROM tmp_replica_drop t "
+            "JOIN replicas r ON r.file_id = t.file_id AND r.site_id = t.site_id AND r.state = :c "
+            "JOIN files f ON f.id = t.file_id GROUP BY f.dataset_id, t.site_id"
+        ),
+        {"c": copying},
+    ).all()
+    session.execute(
+        text(
+            "DELETE FROM replicas WHERE state = :c AND EXISTS (SELECT 1 FROM tmp_replica_drop t "
+            "WHERE t.file_id = replicas.file_id AND t.site_id = replicas.site_id)"
+        ),
+        {"c": copying},
+    )
+    bump_counts(
+        session,
+        "replica_counts",
+        ("dataset_id", "site_id", "state"),
+        ("n_files", "n_bytes"),
+        {(ds, site, copying): (-int(n), -int(b)) for ds, site, n, b in rows},
+    )
+    session.execute(text("DROP TABLE tmp_replica_drop"))
+    return sum(int(n) for _, _, n, _ in rows)

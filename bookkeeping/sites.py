@@ -1,0 +1,43 @@
+"""Sites in bookkeeping: created or updated from the catalogue, looked up by name, marked (un)available."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Site
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    name: str
+    role: str
+    share: float
+    storage_url: str
+    compute_backend: str
+
+
+def upsert_sites(session: Session, sites: Iterable[SiteRow]) -> dict[str, int]:
+    """Create or update sites by name; returns name → id for every site given."""
+    ids: dict[str, int] = {}
+    for s in sites:
+        row = session.scalars(select(Site).where(Site.name == s.name)).one_or_none()
+        if row is None:
+            row = Site(name=s.name, available=True)
+            session.add(row)
+        row.role, row.share, row.storage_url, row.compute_backend = (
+            s.role,
+            s.share,
+            s.storage_url,
+            s.compute_backend,
+        )
+        session.flush()
+        ids[s.name] = row.id
+    return ids
+
+
+def site_ids(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Site.name, Site.id)).all())
