@@ -1127,10 +1127,10 @@ def data_register(
 @click.pass_context
 def data_ls(ctx: click.Context, scope: str | None, as_json: bool) -> None:
     """Datasets with their size and how many files each site holds (AVAILABLE, and other states)."""
-    from transfer.ops import datasets
+    from bookkeeping.files import dataset_summaries
 
     with _checked_db(ctx).session() as session:
-        rows = datasets(session, scope)
+        rows = dataset_summaries(session, scope)
     if as_json:
         _emit_json([asdict(r) for r in rows])
         return
@@ -1259,12 +1259,12 @@ def rules_ls(
 def rules_show(ctx: click.Context, rule_id: int, sites_path: Path | None, as_json: bool) -> None:
     """One rule: state, placement, locks, the stuck reason, and its transfers that are not done."""
     from bookkeeping.states import RuleState
-    from transfer.ops import transfers
+    from bookkeeping.transfers import list_transfers
 
     _, backend = _replication(sites_path)
     with _checked_db(ctx).session() as session:
         info = backend.rule(session, rule_id)
-        pending = [t for t in transfers(session, rule=rule_id, limit=100_000) if t.state != "DONE"]
+        pending = [t for t in list_transfers(session, rule=rule_id, limit=100_000) if t.state != "DONE"]
     if as_json:
         _emit_json({**_rule_dict(info), "transfers_not_done": [asdict(t) for t in pending]})
     else:
@@ -1380,10 +1380,10 @@ def transfer_ls(
 ) -> None:
     """Transfers, newest first, with attempts, duration and the last error."""
     from bookkeeping.states import TransferState
-    from transfer.ops import transfers
+    from bookkeeping.transfers import list_transfers
 
     with _checked_db(ctx).session() as session:
-        rows = transfers(
+        rows = list_transfers(
             session, state=TransferState[state.upper()] if state else None, rule=rule_id, limit=limit
         )
     if as_json:
@@ -1418,7 +1418,7 @@ def transfer_retry(
     ctx: click.Context, transfer_ids: tuple[int, ...], rule_id: int | None, all_failed: bool, as_json: bool
 ) -> None:
     """Queue failed transfers again with a fresh retry budget (then `drp transfer run`)."""
-    from transfer.ops import retry_failed
+    from bookkeeping.transfers import retry_failed
 
     if not (transfer_ids or rule_id is not None or all_failed):
         raise click.UsageError("give transfer ids, --rule ID or --all")

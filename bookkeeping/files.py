@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from common.errors import InvalidInputError, NotFoundError
@@ -16,6 +16,7 @@ from common.errors import InvalidInputError, NotFoundError
 from .bulk import bump_counts, copy_rows, load_temp, transitions
 from .events import log_event
 from .models import Dataset
+from .sites import site_names
 from .states import ReplicaState
 
 
@@ -219,3 +220,51 @@ def drop_pending_replicas(session: Session, pairs: Iterable[tuple[int, int]]) ->
     )
     session.execute(text("DROP TABLE tmp_replica_drop"))
     return sum(int(n) for _, _, n, _ in rows)
+
+
+def healthy_source(session: Session, file_id: int, exclude: Sequence[int]) -> int | None:
+    """Another site with an AVAILABLE replica of the file (lowest id: deterministic), or None."""
+    return session.execute(
+        text(
+            "SELECT min(site_id) FROM replicas WHERE file_id = :f AND state = :a AND site_id NOT IN :x"
+        ).bindparams(bindparam("x", expanding=True)),
+        {"f": file_id, "a": int(ReplicaState.AVAILABLE), "x": list(exclude)},
+    ).scalar()
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    dataset: str
+    files: int
+    bytes: int
+    available: dict[str, int]  # site → files AVAILABLE there
+    other: dict[str, dict[str, int]]  # site → state → files (not AVAILABLE)
+
+
+def dataset_summaries(session: Session, scope: str | None = None) -> list[DatasetRow]:
+    """Datasets with files, bytes and replicas per site and state (from the aggregates)."""
+    names = site_names(session)
+    where = "WHERE d.scope = :scope" if scope else ""
+    rows = session.execute(
+        text(
+            f"SELECT d.id, d.scope, d.name, d.n_files, d.n_bytes FROM datasets d {where} "
+            "ORDER BY d.scope, d.name"
+        ),
+        {"scope": scope} if scope else {},
+    ).all()
+    counts: dict[int, list[tuple[int, int, int]]] = {}
+    for ds, site, state, n in session.execute(
+        text("SELECT dataset_id, site_id, state, n_files FROM replica_counts")
+    ):
+        counts.setdefault(ds, []).append((site, state, n))
+    out = []
+    for ds, sc, name, n, b in rows:
+        avail: dict[str, int] = {}
+        other: dict[str, dict[str, int]] = {}
+        for site, state, k in counts.get(ds, []):
+            if state == ReplicaState.AVAILABLE:
+                avail[names[site]] = k
+            else:
+                other.setdefault(names[site], {})[ReplicaState(state).name] = k
+        out.append(DatasetRow(f"{sc}:{name}", n, b, avail, other))
+    return out

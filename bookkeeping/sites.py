@@ -41,3 +41,8 @@ def upsert_sites(session: Session, sites: Iterable[SiteRow]) -> dict[str, int]:
 
 def site_ids(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Site.name, Site.id)).all())
+
+
+def site_names(session: Session) -> dict[int, str]:
+    """Site id → name."""
+    return {i: n for n, i in site_ids(session).items()}

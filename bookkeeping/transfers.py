@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from . import files
 from .bulk import bump_counts, copy_rows, load_temp, transitions
-from .states import TransferState
+from .events import log_event
+from .sites import site_names
+from .states import ReplicaState, TransferState
 
 
 class TransferRow(NamedTuple):
@@ -124,3 +128,188 @@ def set_transfer_states(session: Session, updates: Iterable[tuple[int, TransferS
     )
     session.execute(text("DROP TABLE tmp_transfer_update"))
     return loaded
+
+
+# --- the engine's questions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TransferWork:
+    """A transfer as the engine handles it: ids, the file's name, size and checksum, the link."""
+
+    id: int
+    file_id: int
+    name: str
+    size: int
+    adler32: str
+    source: int
+    dest: int
+    attempts: int
+    mover: str
+    external_id: str | None
+
+
+_WORK = (
+    "SELECT t.id, t.file_id, f.name, f.size, f.adler32, t.source_site_id, t.dest_site_id, "
+    "t.attempts{minus}, t.mover, t.external_id FROM transfers t JOIN files f ON f.id = t.file_id "
+)
+_IN_FLIGHT = (TransferState.SUBMITTED, TransferState.ACTIVE)
+_PENDING = (TransferState.QUEUED, *_IN_FLIGHT)
+
+
+def interrupted(session: Session) -> list[int]:
+    """ACTIVE transfers of synchronous movers (no external id): a process stopped in the middle."""
+    stmt = text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL")
+    return [int(t) for (t,) in session.execute(stmt, {"a": int(TransferState.ACTIVE)})]
+
+
+def in_flight_per_link(session: Session) -> dict[tuple[int, int], int]:
+    stmt = text(
+        "SELECT source_site_id, dest_site_id, count(*) FROM transfers WHERE state IN (:s, :a) "
+        "GROUP BY source_site_id, dest_site_id"
+    )
+    rows = session.execute(stmt, {"s": int(_IN_FLIGHT[0]), "a": int(_IN_FLIGHT[1])})
+    return {(int(s), int(d)): int(n) for s, d, n in rows}
+
+
+def due(session: Session, now: float) -> list[TransferWork]:
+    """QUEUED transfers whose back-off has passed, oldest first."""
+    stmt = text(
+        _WORK.format(minus="")
+        + "WHERE t.state = :q AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= :now) ORDER BY t.id"
+    )
+    return [TransferWork(*r) for r in session.execute(stmt, {"q": int(TransferState.QUEUED), "now": now})]
+
+
+def active_async(session: Session) -> list[TransferWork]:
+    """ACTIVE transfers an asynchronous mover (FTS3) holds; ``attempts`` is the one before this one."""
+    stmt = text(_WORK.format(minus=" - 1") + "WHERE t.state = :a AND t.external_id IS NOT NULL")
+    return [TransferWork(*r) for r in session.execute(stmt, {"a": int(TransferState.ACTIVE)})]
+
+
+def set_external_ids(session: Session, external: dict[int, str]) -> None:
+    if external:
+        session.execute(
+            text("UPDATE transfers SET external_id = :e WHERE id = :t"),
+            [{"e": e, "t": t} for t, e in external.items()],
+        )
+
+
+def set_next_attempts(session: Session, plans: Sequence[tuple[int, str | None, float | None, int]]) -> None:
+    """(transfer id, failure kind, next attempt time, source site id): what the next attempt does;
+    the external id of the finished attempt is cleared."""
+    if plans:
+        session.execute(
+            text(
+                "UPDATE transfers SET failure = :f, next_attempt_at = :n, source_site_id = :s, "
+                "external_id = NULL WHERE id = :t"
+            ),
+            [{"t": t, "f": f, "n": n, "s": s} for t, f, n, s in plans],
+        )
+
+
+def pending(session: Session) -> tuple[int, float | None]:
+    """Transfers queued or in flight, and the earliest back-off end among the queued ones."""
+    n, waiting = session.execute(
+        text(
+            "SELECT count(*), min(CASE WHEN state = :q THEN next_attempt_at END) FROM transfers "
+            "WHERE state IN (:q, :s, :a)"
+        ),
+        {q: int(s) for q, s in zip(("q", "s", "a"), _PENDING, strict=True)},
+    ).one()
+    return int(n), waiting
+
+
+# --- operators' views and actions ----------------------------------------------------------------
+@dataclass(frozen=True)
+class TransferInfo:
+    id: int
+    file: str
+    source: str
+    dest: str
+    state: str
+    attempts: int
+    bytes: int
+    mover: str
+    rule_id: int | None
+    failure: str | None
+    error: str | None
+    seconds: float | None
+    next_attempt_in: float | None
+
+
+def list_transfers(
+    session: Session, *, state: TransferState | None = None, rule: int | None = None, limit: int = 1000
+) -> list[TransferInfo]:
+    names = site_names(session)
+    clauses, params = [], {"limit": limit}
+    if state is not None:
+        clauses.append("t.state = :state")
+        params["state"] = int(state)
+    if rule is not None:
+        clauses.append("t.rule_id = :rule")
+        params["rule"] = rule
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    now = time.time()
+    out = []
+    for row in session.execute(
+        text(
+            "SELECT t.id, f.name, t.source_site_id, t.dest_site_id, t.state, t.attempts, t.bytes, t.mover, "
+            "t.rule_id, t.failure, t.error, t.started_at, t.finished_at, t.next_attempt_at "
+            f"FROM transfers t JOIN files f ON f.id = t.file_id {where} ORDER BY t.id DESC LIMIT :limit"
+        ),
+        params,
+    ):
+        tid, name, src, dst, st, att, nbytes, mover, rid, failure, error, started, finished, nxt = row
+        out.append(
+            TransferInfo(
+                tid,
+                name,
+                names[src],
+                names[dst],
+                TransferState(st).name,
+                att,
+                nbytes,
+                mover,
+                rid,
+                failure,
+                error,
+                (finished - started) if started and finished else None,
+                max(0.0, nxt - now) if nxt and st == TransferState.QUEUED else None,
+            )
+        )
+    return out
+
+
+def retry_failed(session: Session, *, ids: list[int] | None = None, rule: int | None = None) -> int:
+    """Queue FAILED transfers again with a fresh retry budget (all of them, a rule's, or by id): the
+    destination replica goes back to COPYING; a source that is no longer AVAILABLE is replaced."""
+    clauses = ["t.state = :failed"]
+    params: dict[str, Any] = {"failed": int(TransferState.FAILED), "a": int(ReplicaState.AVAILABLE)}
+    if ids:
+        clauses.append("t.id IN :ids")
+        params["ids"] = [int(i) for i in ids]
+    if rule is not None:
+        clauses.append("t.rule_id = :rule")
+        params["rule"] = rule
+    stmt = text(
+        "SELECT t.id, t.file_id, t.dest_site_id, "
+        "(SELECT min(r.site_id) FROM replicas r WHERE r.file_id = t.file_id AND r.state = :a "
+        " AND r.site_id <> t.dest_site_id) "
+        f"FROM transfers t WHERE {' AND '.join(clauses)}"
+    )
+    if ids:
+        stmt = stmt.bindparams(bindparam("ids", expanding=True))
+    rows = session.execute(stmt, params).all()
+    usable = [(t, f, d, s) for t, f, d, s in rows if s is not None]
+    if not usable:
+        return 0
+    set_transfer_states(session, ((t, TransferState.QUEUED, None) for t, _, _, _ in usable))
+    session.execute(
+        text(
+            "UPDATE transfers SET attempts = 0, failure = NULL, next_attempt_at = NULL, source_site_id = :s, "
+            "finished_at = NULL WHERE id = :t"
+        ),
+        [{"t": t, "s": s} for t, _, _, s in usable],
+    )
+    files.set_replica_states(session, ((f, d, ReplicaState.COPYING) for _, f, d, _ in usable))
+    log_event(session, "transfers.retried", payload={"transfers": len(usable)})
+    return len(usable)

@@ -142,7 +142,7 @@ class CampaignDriver:
 
     def retry(self) -> str:
         """A FAILED campaign goes back to the phase it failed in (its failed transfers re-queued)."""
-        from transfer.ops import retry_failed
+        from bookkeeping.transfers import retry_failed
 
         with campaign_lock(self.cfg.workdir, self.name), self.db.session() as session:
             camp = self._campaign(session)

@@ -22,23 +22,21 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from bookkeeping import transfers
 from bookkeeping.database import Database
+from bookkeeping.files import healthy_source
 from bookkeeping.sites import site_ids
 from bookkeeping.states import ReplicaState, TransferState
-from bookkeeping.transfers import set_transfer_states
+from bookkeeping.transfers import TransferWork, set_transfer_states
 from sites.catalogue import SiteCatalogue
 
 from .movers.base import FailureKind, Mover, Outcome, TransferRequest, TransferResult
 from .movers.registry import get_mover
 from .replication.base import ReplicationBackend
 from .storage import replica_url
-
-_ACTIVE = (TransferState.QUEUED, TransferState.SUBMITTED, TransferState.ACTIVE)
 
 
 @dataclass
@@ -61,20 +59,6 @@ class EngineReport:
         self.pending = other.pending
         self.waiting_until = other.waiting_until
         self.errors.extend(other.errors)
-
-
-@dataclass(frozen=True)
-class _Row:
-    id: int
-    file_id: int
-    name: str
-    size: int
-    adler32: str
-    source: int
-    dest: int
-    attempts: int
-    mover: str
-    external_id: str | None
 
 
 class TransferEngine:
@@ -119,13 +103,7 @@ class TransferEngine:
         """Re-queue ACTIVE transfers of synchronous movers left by a process that stopped mid-copy
         (their temporary files never became replicas); returns how many."""
         with self.db.session() as session:
-            ids = [
-                t
-                for (t,) in session.execute(
-                    text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL"),
-                    {"a": int(TransferState.ACTIVE)},
-                )
-            ]
+            ids = transfers.interrupted(session)
             if ids:
                 set_transfer_states(
                     session,
@@ -165,16 +143,12 @@ class TransferEngine:
             results = [s.result for s in submitted if s.result is not None]
             external = {s.transfer_id: s.external_id for s in submitted if s.result is None and s.external_id}
             with self.db.session() as session:
-                if external:
-                    session.execute(
-                        text("UPDATE transfers SET external_id = :e WHERE id = :t"),
-                        [{"e": e, "t": t} for t, e in external.items()],
-                    )
+                transfers.set_external_ids(session, external)
                 self._record(session, results, by_id, report)
         self._poll_async(report)
         with self.db.session() as session:
             self.backend.step(session)
-            report.pending, report.waiting_until = self._pending(session)
+            report.pending, report.waiting_until = transfers.pending(session)
         return report
 
     def run(
@@ -204,29 +178,11 @@ class TransferEngine:
                 time.sleep(max(wait, 0.01))
 
     # -- internals ---------------------------------------------------------------------------------
-    def _take(self, session: Session, report: EngineReport) -> dict[tuple[str, str], list[_Row]]:
+    def _take(self, session: Session, report: EngineReport) -> dict[tuple[str, str], list[TransferWork]]:
         names = self._site_names(session)
-        in_flight: dict[tuple[int, int], int] = defaultdict(int)
-        for src, dst, n in session.execute(
-            text(
-                "SELECT source_site_id, dest_site_id, count(*) FROM transfers WHERE state IN (:s, :a) "
-                "GROUP BY source_site_id, dest_site_id"
-            ),
-            {"s": int(TransferState.SUBMITTED), "a": int(TransferState.ACTIVE)},
-        ):
-            in_flight[(src, dst)] = n
-        rows = session.execute(
-            text(
-                "SELECT t.id, t.file_id, f.name, f.size, f.adler32, t.source_site_id, t.dest_site_id, "
-                "t.attempts, t.mover, t.external_id FROM transfers t JOIN files f ON f.id = t.file_id "
-                "WHERE t.state = :q AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= :now) "
-                "ORDER BY t.id"
-            ),
-            {"q": int(TransferState.QUEUED), "now": self.clock()},
-        )
-        batches: dict[tuple[str, str], list[_Row]] = defaultdict(list)
-        for raw in rows:
-            r = _Row(*raw)
+        in_flight: dict[tuple[int, int], int] = defaultdict(int, transfers.in_flight_per_link(session))
+        batches: dict[tuple[str, str], list[TransferWork]] = defaultdict(list)
+        for r in transfers.due(session, self.clock()):
             link = (r.source, r.dest)
             if in_flight[link] >= self._max_active(names[r.source], names[r.dest]):
                 continue
@@ -239,12 +195,16 @@ class TransferEngine:
         return batches
 
     def _record(
-        self, session: Session, results: list[TransferResult], rows: dict[int, _Row], report: EngineReport
+        self,
+        session: Session,
+        results: list[TransferResult],
+        rows: dict[int, TransferWork],
+        report: EngineReport,
     ) -> None:
         names = self._site_names(session)
         done: list[tuple[int, int]] = []
         states: list[tuple[int, TransferState, str | None]] = []
-        extra: list[dict[str, Any]] = []
+        extra: list[tuple[int, str | None, float | None, int]] = []
         gave_up: list[tuple[int, int, ReplicaState, str]] = []
         retries = self.catalogue.transfer.retries
         now = self.clock()
@@ -254,7 +214,7 @@ class TransferEngine:
             if res.outcome is Outcome.DONE:
                 done.append((row.file_id, row.dest))
                 states.append((row.id, TransferState.DONE, None))
-                extra.append({"t": row.id, "f": None, "n": None, "s": row.source})
+                extra.append((row.id, None, None, row.source))
                 report.done += 1
                 report.bytes_done += res.bytes
                 continue
@@ -262,10 +222,10 @@ class TransferEngine:
             message = f"{kind.value}: {res.message}"
             source = row.source
             if kind is FailureKind.SOURCE_MISSING:
-                other = self._other_source(session, row)
+                other = healthy_source(session, row.file_id, (row.source, row.dest))
                 if other is None or attempts > retries:
                     states.append((row.id, TransferState.FAILED, message))
-                    extra.append({"t": row.id, "f": kind.value, "n": None, "s": source})
+                    extra.append((row.id, kind.value, None, source))
                     gave_up.append(
                         (row.file_id, row.dest, ReplicaState.UNAVAILABLE, f"{message} ({names[source]})")
                     )
@@ -274,7 +234,7 @@ class TransferEngine:
                 source, wait = other, 0.0
             elif kind is FailureKind.CANCELLED or attempts > retries:
                 states.append((row.id, TransferState.FAILED, message))
-                extra.append({"t": row.id, "f": kind.value, "n": None, "s": source})
+                extra.append((row.id, kind.value, None, source))
                 bad = ReplicaState.BAD if kind is FailureKind.CHECKSUM else ReplicaState.UNAVAILABLE
                 gave_up.append((row.file_id, row.dest, bad, f"{message} (after {attempts} attempt(s))"))
                 report.failed += 1
@@ -283,46 +243,22 @@ class TransferEngine:
                 base = self.catalogue.transfer.backoff_s
                 wait = min(base * 2 ** (attempts - 1), self.catalogue.transfer.backoff_max_s)
             states.append((row.id, TransferState.QUEUED, message))
-            extra.append({"t": row.id, "f": kind.value, "n": now + wait, "s": source})
+            extra.append((row.id, kind.value, now + wait, source))
             report.retried += 1
         if states:
             set_transfer_states(session, states)
-            session.execute(
-                text(
-                    "UPDATE transfers SET failure = :f, next_attempt_at = :n, source_site_id = :s, "
-                    "external_id = NULL WHERE id = :t"
-                ),
-                extra,
-            )
+            transfers.set_next_attempts(session, extra)
         if done:
             self.backend.copied(session, done)
         if gave_up:
             self.backend.gave_up(session, gave_up)
 
-    def _other_source(self, session: Session, row: _Row) -> int | None:
-        return session.execute(
-            text(
-                "SELECT min(site_id) FROM replicas WHERE file_id = :f AND state = :a "
-                "AND site_id NOT IN (:src, :dst)"
-            ),
-            {"f": row.file_id, "a": int(ReplicaState.AVAILABLE), "src": row.source, "dst": row.dest},
-        ).scalar()
-
     def _poll_async(self, report: EngineReport) -> None:
         with self.db.session() as session:
             names = self._site_names(session)
-            raw = session.execute(
-                text(
-                    "SELECT t.id, t.file_id, f.name, f.size, f.adler32, t.source_site_id, t.dest_site_id, "
-                    "t.attempts - 1, t.mover, t.external_id "
-                    "FROM transfers t JOIN files f ON f.id = t.file_id "
-                    "WHERE t.state = :a AND t.external_id IS NOT NULL"
-                ),
-                {"a": int(TransferState.ACTIVE)},
-            ).all()
-        by_link: dict[tuple[str, str], list[_Row]] = defaultdict(list)
-        for r in raw:
-            row = _Row(*r)
+            raw = transfers.active_async(session)
+        by_link: dict[tuple[str, str], list[TransferWork]] = defaultdict(list)
+        for row in raw:
             by_link[(names[row.source], names[row.dest])].append(row)
         for (source, dest), rows in by_link.items():
             try:
@@ -334,13 +270,3 @@ class TransferEngine:
             if finished:
                 with self.db.session() as session:
                     self._record(session, finished, {r.id: r for r in rows}, report)
-
-    def _pending(self, session: Session) -> tuple[int, float | None]:
-        n, waiting = session.execute(
-            text(
-                "SELECT count(*), min(CASE WHEN state = :q THEN next_attempt_at END) FROM transfers "
-                "WHERE state IN (:q, :s, :a)"
-            ),
-            {q: int(s) for q, s in zip(("q", "s", "a"), _ACTIVE, strict=True)},
-        ).one()
-        return int(n), waiting
