@@ -7,10 +7,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.errors import InvalidInputError
+from common.errors import InvalidInputError, NotFoundError
 
 from .bulk import copy_rows
 from .events import log_event
@@ -45,4 +46,23 @@ def attach_datasets(
         "campaign_datasets",
         ("campaign_id", "dataset_id", "role"),
         ((campaign_id, d, role) for d in dataset_ids),
+    )
+
+
+def campaign_id(session: Session, name: str) -> int:
+    """The campaign's id; NotFoundError (naming the command that creates it) when there is none."""
+    found = session.scalar(select(Campaign.id).where(Campaign.name == name))
+    if found is None:
+        raise NotFoundError(f"campaign {name!r} does not exist (run `drp campaign create`)")
+    return int(found)
+
+
+def attach_input(session: Session, campaign: int, dataset_id: int) -> None:
+    """Mark a dataset as an input of the campaign (once)."""
+    session.execute(
+        text(
+            "INSERT INTO campaign_datasets (campaign_id, dataset_id, role) VALUES (:c, :d, 'input') "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"c": campaign, "d": dataset_id},
     )

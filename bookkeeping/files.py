@@ -15,7 +15,7 @@ from common.errors import InvalidInputError, NotFoundError
 
 from .bulk import bump_counts, copy_rows, load_temp, transitions
 from .events import log_event
-from .models import Dataset
+from .models import BadReplica, Dataset
 from .sites import site_names
 from .states import ReplicaState
 
@@ -268,3 +268,129 @@ def dataset_summaries(session: Session, scope: str | None = None) -> list[Datase
                 other.setdefault(names[site], {})[ReplicaState(state).name] = k
         out.append(DatasetRow(f"{sc}:{name}", n, b, avail, other))
     return out
+
+
+# --- datasets and replicas, as the replication back-ends ask ----------------------------------------
+@dataclass(frozen=True)
+class DatasetRef:
+    id: int
+    scope: str
+    name: str
+    n_files: int
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+
+def dataset(session: Session, scope: str, name: str) -> DatasetRef | None:
+    row = session.execute(
+        select(Dataset.id, Dataset.scope, Dataset.name, Dataset.n_files).where(
+            Dataset.scope == scope, Dataset.name == name
+        )
+    ).first()
+    return DatasetRef(*row) if row is not None else None
+
+
+def dataset_by_id(session: Session, dataset_id: int) -> DatasetRef:
+    row = session.execute(
+        select(Dataset.id, Dataset.scope, Dataset.name, Dataset.n_files).where(Dataset.id == dataset_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"dataset id {dataset_id} does not exist")
+    return DatasetRef(*row)
+
+
+def replicas_of(session: Session, dataset_id: int) -> list[tuple[str, str, ReplicaState, int, str]]:
+    """(file name, site name, state, size, adler32) of every replica of the dataset's files."""
+    rows = session.execute(
+        text(
+            "SELECT f.name, s.name, r.state, f.size, f.adler32 FROM files f "
+            "JOIN replicas r ON r.file_id = f.id JOIN sites s ON s.id = r.site_id "
+            "WHERE f.dataset_id = :ds ORDER BY f.name, s.name"
+        ),
+        {"ds": dataset_id},
+    )
+    return [(n, s, ReplicaState(st), size, a) for n, s, st, size, a in rows]
+
+
+def file_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
+    """Catalogued file name → id for the names given (absent names are left out)."""
+    if not names:
+        return {}
+    stmt = text("SELECT name, id FROM files WHERE name IN :n").bindparams(bindparam("n", expanding=True))
+    return {str(n): int(i) for n, i in session.execute(stmt, {"n": list(names)})}
+
+
+def file_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    stmt = text("SELECT id, name FROM files WHERE id IN :i").bindparams(bindparam("i", expanding=True))
+    return {int(i): str(n) for i, n in session.execute(stmt, {"i": [int(x) for x in ids]})}
+
+
+def available_per_site(session: Session, dataset_id: int) -> dict[int, int]:
+    """Site id → files of the dataset AVAILABLE there (from the aggregate)."""
+    return {
+        int(site): int(n)
+        for site, n in session.execute(
+            text("SELECT site_id, n_files FROM replica_counts WHERE dataset_id = :d AND state = :a"),
+            {"d": dataset_id, "a": int(ReplicaState.AVAILABLE)},
+        )
+    }
+
+
+def available_replicas(session: Session, dataset_id: int) -> set[tuple[str, int]]:
+    """(file name, site id) of the dataset's AVAILABLE replicas."""
+    return {
+        (str(n), int(s))
+        for n, s in session.execute(
+            text(
+                "SELECT f.name, r.site_id FROM files f JOIN replicas r ON r.file_id = f.id "
+                "WHERE f.dataset_id = :d AND r.state = :a"
+            ),
+            {"d": dataset_id, "a": int(ReplicaState.AVAILABLE)},
+        )
+    }
+
+
+def copy_sources(
+    session: Session, dataset_id: int, site_id: int, only: Sequence[int] | None = None
+) -> list[tuple[int, int, int]]:
+    """(file id, size, source site id) for the dataset's files absent at ``site_id`` (or, with
+    ``only``, those files whatever their replica state there), each from an AVAILABLE replica
+    elsewhere (the lowest site id: deterministic). Files with no such replica are left out."""
+    which = (
+        "f.id IN :only"
+        if only is not None
+        else "NOT EXISTS (SELECT 1 FROM replicas r WHERE r.file_id = f.id AND r.site_id = :site)"
+    )
+    stmt = text(
+        "SELECT f.id, f.size, min(src.site_id) FROM files f "
+        "JOIN replicas src ON src.file_id = f.id AND src.state = :available AND src.site_id <> :site "
+        f"WHERE f.dataset_id = :ds AND {which} GROUP BY f.id, f.size"
+    )
+    params: dict[str, Any] = {"available": int(ReplicaState.AVAILABLE), "site": site_id, "ds": dataset_id}
+    if only is not None:
+        stmt = stmt.bindparams(bindparam("only", expanding=True))
+        params["only"] = list(only)
+    return [(int(f), int(size), int(src)) for f, size, src in session.execute(stmt, params)]
+
+
+def record_bad(session: Session, replicas: Sequence[tuple[int, int, ReplicaState, str]], source: str) -> None:
+    """Set (file id, site id) replicas to BAD/LOST/UNAVAILABLE and record who declared it and why."""
+    if not replicas:
+        return
+    set_replica_states(session, ((f, s, st) for f, s, st, _ in replicas))
+    now = time.time()
+    session.add_all(
+        BadReplica(file_id=f, site_id=s, state=st, reason=why, source=source, created_at=now)
+        for f, s, st, why in replicas
+    )
+    log_event(
+        session,
+        "replicas.declared_bad",
+        subject=source,
+        message=replicas[0][3],
+        payload={"replicas": len(replicas)},
+    )

@@ -28,11 +28,11 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from bookkeeping import files as filedb
+from bookkeeping import rules as ruledb
 from bookkeeping.files import FileRow, RegisterResult
-from bookkeeping.models import Dataset, Rule, RuleSite
 from bookkeeping.states import ReplicaState, RuleState
 from common.errors import ConfigError, DrpError, InvalidInputError
 from common.probes import TIMEOUT_S, Health, Probe, credential_file, http
@@ -316,16 +316,15 @@ class RucioBackend(EmbeddedBackend):
         self.ensure_topology()
         return super().add_rule(session, dataset, expression, copies, campaign=campaign)
 
-    def _rucio_rule(self, session: Session, rule: Rule) -> str:
+    def _rucio_rule(self, rule: ruledb.RuleRow) -> str:
         """Create the rule in Rucio (or find the identical one); returns its id."""
         from rucio.common.exception import DuplicateRule
 
-        ds = session.get(Dataset, rule.dataset_id)
-        assert ds is not None
+        scope, name = split_did(rule.dataset)
         # A Rucio instance serves many sites (and experiments): only this catalogue's RSEs qualify.
         mine = "|".join(sorted(self.rse(site.name) for site in self.catalogue.sites))
-        expr = f"({to_rucio(rule.site_expression)})&({mine})"
-        did = {"scope": ds.scope, "name": ds.name}
+        expr = f"({to_rucio(rule.expression)})&({mine})"
+        did = {"scope": scope, "name": name}
         try:
             (rule_id,) = self.client.add_replication_rule(
                 [did], rule.copies, expr, account=self.settings.account, grouping="DATASET"
@@ -343,30 +342,30 @@ class RucioBackend(EmbeddedBackend):
             rule_id = found[0]["id"]
         return str(rule_id)
 
-    def _place(self, session: Session, rule: Rule, ids: dict[str, int]) -> list[int] | str:
-        if rule.external_id is None:
-            rule.external_id = self._rucio_rule(session, rule)
+    def _place(self, session: Session, rule: ruledb.RuleRow, ids: dict[str, int]) -> list[int] | str:
+        external = rule.external_id
+        if external is None:
+            external = self._rucio_rule(rule)
+            ruledb.set_external_id(session, rule.id, external)
         by_rse = {self.rse(s.name): s.name for s in self.catalogue.sites}
-        rses = {lock["rse"] for lock in self.client.list_replica_locks(rule.external_id)}
+        rses = {lock["rse"] for lock in self.client.list_replica_locks(external)}
         unknown = rses - set(by_rse)
         if unknown:
             return f"Rucio placed the rule on RSEs outside the catalogue: {', '.join(sorted(unknown))}"
         if not rses:
             return super()._place(session, rule, ids)
         chosen = [ids[by_rse[r]] for r in sorted(rses)]
-        session.add_all(RuleSite(rule_id=rule.id, site_id=s) for s in chosen)
-        session.flush()
+        ruledb.place(session, rule.id, chosen)
         return chosen
 
     def step(self, session: Session) -> StepReport:
         report = super().step(session)
-        for rule in session.scalars(
-            select(Rule).where(Rule.external_id.is_not(None), Rule.state != RuleState.SUSPENDED)
-        ):
+        live = [s for s in RuleState if s is not RuleState.SUSPENDED]
+        for rule in ruledb.listed(session, states=live, external=True):
             self._reconcile(session, rule)
         return report
 
-    def _reconcile(self, session: Session, rule: Rule) -> None:
+    def _reconcile(self, session: Session, rule: ruledb.RuleRow) -> None:
         """Push AVAILABLE replicas Rucio has not heard of (after a crash between the two), then show
         Rucio's own STUCK error when bookkeeping has none."""
         assert rule.external_id is not None
@@ -381,15 +380,7 @@ class RucioBackend(EmbeddedBackend):
             if names:
                 by_rse = {self.rse(s.name): s.name for s in self.catalogue.sites}
                 site_ids = ensure_sites(session, self)
-                available = set()
-                for fname, site_id in session.execute(
-                    text(
-                        "SELECT f.name, r.site_id FROM files f JOIN replicas r ON r.file_id = f.id "
-                        "WHERE f.dataset_id = :d AND r.state = :a"
-                    ),
-                    {"d": rule.dataset_id, "a": int(ReplicaState.AVAILABLE)},
-                ):
-                    available.add((fname, site_id))
+                available = filedb.available_replicas(session, rule.dataset_id)
                 push: dict[str, list[dict[str, str]]] = defaultdict(list)
                 for fname, (rse, s, n) in names.items():
                     if rse in by_rse and (fname, site_ids[by_rse[rse]]) in available:
@@ -398,9 +389,8 @@ class RucioBackend(EmbeddedBackend):
                     for chunk in _chunks(files):
                         self.client.update_replicas_states(rse, list(chunk))
         elif info["state"] == "STUCK" and rule.state is not RuleState.STUCK:
-            self._set_state(
-                session, rule, RuleState.STUCK, f"Rucio: {info.get('error') or 'stuck, no error given'}"
-            )
+            reason = f"Rucio: {info.get('error') or 'stuck, no error given'}"
+            ruledb.set_state(session, rule, RuleState.STUCK, reason)
 
     # -- replicas ----------------------------------------------------------------------------------
     def copied(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
@@ -411,16 +401,7 @@ class RucioBackend(EmbeddedBackend):
         names = {v: k for k, v in ensure_sites(session, self).items()}
         by_rse: dict[str, list[dict[str, str]]] = defaultdict(list)
         for chunk in _chunks(list(replicas)):
-            file_names: dict[int, str] = {
-                int(i): str(n)
-                for i, n in session.execute(
-                    text(
-                        "SELECT id, name FROM files WHERE id IN ("
-                        + ",".join(str(int(f)) for f, _ in chunk)
-                        + ")"
-                    )
-                )
-            }
+            file_names = filedb.file_names(session, [f for f, _ in chunk])
             for f, site in chunk:
                 scope, name = file_did(file_names[f])
                 by_rse[self.rse(names[site])].append({"scope": scope, "name": name, "state": state})
