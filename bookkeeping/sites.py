@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+
+from common.errors import NotFoundError
 
 from .models import Site
 
@@ -46,3 +48,27 @@ def site_ids(session: Session) -> dict[str, int]:
 def site_names(session: Session) -> dict[int, str]:
     """Site id → name."""
     return {i: n for n, i in site_ids(session).items()}
+
+
+def availability(session: Session) -> dict[str, bool]:
+    """Site name → available (False once failed over), by name."""
+    return {
+        str(n): bool(a) for n, a in session.execute(select(Site.name, Site.available).order_by(Site.name))
+    }
+
+
+def unavailable(session: Session) -> set[str]:
+    """Names of the sites failed over (``drp dr failover``)."""
+    return {n for n, a in availability(session).items() if not a}
+
+
+def site_id(session: Session, name: str) -> int:
+    """The site's id; NotFoundError (naming the command that records it) when bookkeeping has none."""
+    found = session.scalar(select(Site.id).where(Site.name == name))
+    if found is None:
+        raise NotFoundError(f"site {name!r} is not in bookkeeping (run `drp sites sync`)")
+    return int(found)
+
+
+def set_available(session: Session, name: str, available: bool) -> None:
+    session.execute(update(Site).where(Site.name == name).values(available=available))
