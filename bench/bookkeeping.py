@@ -23,18 +23,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from bookkeeping.campaigns import attach_datasets, create_campaign
-from bookkeeping.files import get_or_create_dataset, register_files
-from bookkeeping.sites import SiteRow, upsert_sites
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from sqlalchemy.engine import make_url
 
+from bookkeeping.campaigns import attach_datasets, create_campaign
 from bookkeeping.database import Database
+from bookkeeping.files import get_or_create_dataset, register_files
 from bookkeeping.pgserver import PgServer, find_pg_bindir
 from bookkeeping.queries import campaign_status
+from bookkeeping.sites import SiteRow, upsert_sites
 from bookkeeping.states import ReplicaState
 
 

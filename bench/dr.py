@@ -19,12 +19,11 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from bookkeeping.files import FileRow, get_or_create_dataset, register_files
-from bookkeeping.sites import upsert_sites
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow, get_or_create_dataset, register_files
+from bookkeeping.sites import upsert_sites
 from bookkeeping.states import ReplicaState
 from sites.catalogue import parse_catalogue
 from transfer.dr import audit

@@ -19,19 +19,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bookkeeping.campaigns import attach_datasets, create_campaign
-from bookkeeping.files import get_or_create_dataset, register_files
-from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs
-from bookkeeping.transfers import TransferRow, add_transfers, set_transfer_states
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text
 
 from bench.bookkeeping import file_rows, setup_sites
+from bookkeeping.campaigns import attach_datasets, create_campaign
 from bookkeeping.database import Database
+from bookkeeping.files import get_or_create_dataset, register_files
+from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs
 from bookkeeping.pgserver import free_port
 from bookkeeping.states import JobState, ReplicaState, TransferState
+from bookkeeping.transfers import TransferRow, add_transfers, set_transfer_states
 from instrumentation.exporter import serve
 from instrumentation.metrics import BookkeepingCollector
 

@@ -24,11 +24,10 @@ import time
 import zlib
 from pathlib import Path
 
-from bookkeeping.files import FileRow
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bookkeeping.database import Database
+from bookkeeping.files import FileRow
 from sites.catalogue import parse_catalogue
 from transfer.checksum import adler32_file, adler32_hex
 from transfer.engine import TransferEngine

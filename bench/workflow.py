@@ -27,13 +27,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bookkeeping.campaigns import create_campaign
-from bookkeeping.jobs import add_jobs, data_id_key
-from bookkeeping.sites import upsert_sites
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database
+from bookkeeping.jobs import add_jobs, data_id_key
+from bookkeeping.sites import upsert_sites
 from bookkeeping.states import JobState, SiteRole
 from common.atomic import write_json_atomic
 from drp.processing import ingest
