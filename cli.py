@@ -920,8 +920,7 @@ def campaign_plan(ctx: click.Context, campaign_file: Path) -> None:
 
     driver = _driver(ctx, campaign_file)
     driver.create()
-    with driver.db.session() as session:
-        state = driver._campaign(session).state
+    state = driver.campaign().state
     if state is not CampaignState.CREATED:
         click.echo(f"campaign {driver.name} is {state.name}: already planned")
         return

@@ -1,13 +1,21 @@
-"""Campaigns in bookkeeping: creation, lookup by name, their datasets."""
+"""Campaigns in bookkeeping: creation, lookup, their datasets, validations, and the state machine.
+
+A campaign's state changes only through :func:`transition`, which checks the move against
+:data:`TRANSITIONS`, closes the phase it leaves (ticks, failures, message), opens the one it enters,
+and writes a ``campaign.<state>`` event with ``{"from", "to"}`` — all in the caller's transaction, so a
+crash leaves either the whole move or none of it. Staying in a state (a tick that waits) is not a
+move: it counts the tick and keeps the message, without an event.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +23,7 @@ from common.errors import InvalidInputError, NotFoundError
 
 from .bulk import copy_rows
 from .events import log_event
-from .models import Campaign
+from .models import Campaign, CampaignPhase, Event, Validation
 from .states import CampaignState
 
 
@@ -65,4 +73,208 @@ def attach_input(session: Session, campaign: int, dataset_id: int) -> None:
             "ON CONFLICT DO NOTHING"
         ),
         {"c": campaign, "d": dataset_id},
+    )
+
+
+# --- the state machine ------------------------------------------------------------------------------
+S = CampaignState
+ACTIVE = (
+    S.CREATED,
+    S.PLANNED,
+    S.REGISTERED,
+    S.REPLICATING,
+    S.PROCESSING,
+    S.COLLECTING,
+    S.VALIDATING,
+    S.CONSOLIDATING,
+)
+TERMINAL = (S.DONE, S.FAILED, S.CANCELLED, S.PAUSED)  # a tick does nothing in these
+_NEXT = dict(zip(ACTIVE, (*ACTIVE[1:], S.DONE), strict=True))
+_BACK_TO_REPLICATING = (S.PROCESSING, S.COLLECTING)  # a failover gives a site tracts to fetch inputs for
+TRANSITIONS: dict[CampaignState, frozenset[CampaignState]] = {
+    **{
+        s: frozenset(
+            {_NEXT[s], S.FAILED, S.CANCELLED} | ({S.REPLICATING} if s in _BACK_TO_REPLICATING else set())
+        )
+        for s in ACTIVE
+    },
+    S.FAILED: frozenset({*ACTIVE, S.CANCELLED}),  # retry (the phase it failed in) or failover
+    S.PAUSED: frozenset({S.CANCELLED}),
+    S.DONE: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+class TransitionError(InvalidInputError):
+    """A move the campaign state machine does not allow."""
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    id: int
+    name: str
+    release: str
+    state: CampaignState
+    message: str | None
+    config: str
+    created_at: float
+    updated_at: float
+
+
+def get(session: Session, name: str) -> CampaignRow:
+    """The campaign; NotFoundError (naming the command that creates it) when there is none."""
+    row = session.scalars(select(Campaign).where(Campaign.name == name)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"campaign {name!r} does not exist (run `drp campaign create`)")
+    return CampaignRow(
+        row.id, row.name, row.release, row.state, row.message, row.config, row.created_at, row.updated_at
+    )
+
+
+def exists(session: Session, name: str) -> bool:
+    return session.scalar(select(Campaign.id).where(Campaign.name == name)) is not None
+
+
+def _phase(session: Session, campaign: int, phase: CampaignState, now: float) -> CampaignPhase:
+    row = session.get(CampaignPhase, (campaign, phase))
+    if row is None:
+        row = CampaignPhase(campaign_id=campaign, phase=phase, started_at=now, ticks=0, failures=0)
+        session.add(row)
+    return row
+
+
+def enter_first_state(session: Session, campaign: int) -> None:
+    """Open the CREATED phase of a new campaign (the state it is created in)."""
+    _phase(session, campaign, S.CREATED, time.time())
+
+
+def transition(
+    session: Session, campaign: int, to: CampaignState, reason: str, *, tick: bool = True
+) -> CampaignState:
+    """Move the campaign to ``to`` (or stay, when it is there already) and say why; ``tick`` counts a
+    driver tick in the phase being left. Raises :class:`TransitionError` for a move not in
+    :data:`TRANSITIONS`. Returns the state it was in."""
+    camp = session.get(Campaign, campaign, with_for_update=True)
+    if camp is None:
+        raise NotFoundError(f"campaign id {campaign} does not exist")
+    before, now = camp.state, time.time()
+    if to is not before and to not in TRANSITIONS[before]:
+        raise TransitionError(f"campaign {camp.name}: {before.name} cannot go to {to.name} ({reason})")
+    left = _phase(session, campaign, before, now)
+    left.ticks = (left.ticks or 0) + (1 if tick else 0)
+    left.message = reason
+    if to is not before:
+        if to is S.FAILED:
+            left.failures = (left.failures or 0) + 1
+        left.finished_at = now
+        _phase(session, campaign, to, now).finished_at = None
+        log_event(
+            session,
+            f"campaign.{to.name.lower()}",
+            subject=camp.name,
+            campaign_id=campaign,
+            message=reason,
+            payload={"from": before.name, "to": to.name},
+        )
+    camp.state, camp.message, camp.updated_at = to, reason, now
+    return before
+
+
+def failed_phase(session: Session, campaign: int) -> CampaignState | None:
+    """The phase a FAILED campaign failed in: where its last move to FAILED came from (or, for a
+    campaign older than those events, the last phase it entered before FAILED)."""
+    payload = session.scalar(
+        select(Event.payload)
+        .where(Event.campaign_id == campaign, Event.kind == "campaign.failed")
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    came_from = json.loads(payload or "{}").get("from")
+    if came_from in CampaignState.__members__:
+        return CampaignState[came_from]
+    return session.scalar(
+        select(CampaignPhase.phase)
+        .where(CampaignPhase.campaign_id == campaign, CampaignPhase.phase != S.FAILED)
+        .order_by(CampaignPhase.started_at.desc())
+        .limit(1)
+    )
+
+
+def phase_started(session: Session, campaign: int, phase: CampaignState) -> float:
+    started = session.scalar(
+        select(CampaignPhase.started_at).where(
+            CampaignPhase.campaign_id == campaign, CampaignPhase.phase == phase
+        )
+    )
+    return float(started or 0.0)
+
+
+def has_phase(session: Session, campaign: int, phase: CampaignState) -> bool:
+    return session.get(CampaignPhase, (campaign, phase)) is not None
+
+
+def moves(session: Session, campaign: int) -> list[tuple[str, str]]:
+    """Every recorded move of the campaign as (from, to), oldest first."""
+    rows = session.scalars(
+        select(Event.payload)
+        .where(Event.campaign_id == campaign, Event.kind.like("campaign.%"))
+        .order_by(Event.id)
+    )
+    out = []
+    for payload in rows:
+        p = json.loads(payload or "{}")
+        if "from" in p and "to" in p:
+            out.append((str(p["from"]), str(p["to"])))
+    return out
+
+
+# --- driver restarts (a site's run is restarted once per processing phase) ---------------------------
+def note_restart(session: Session, campaign: int, site: str) -> None:
+    log_event(session, "campaign.restart", subject=site, campaign_id=campaign, message=f"restart:{site}")
+
+
+def restarts(session: Session, campaign: int, site: str, since: float) -> int:
+    stmt = select(func.count()).where(
+        Event.campaign_id == campaign,
+        Event.kind == "campaign.restart",
+        Event.message == f"restart:{site}",
+        Event.ts >= since,
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def reset_restarts(session: Session, campaign: int) -> None:
+    """A fresh budget of driver restarts (after a failover gives sites more to process)."""
+    session.execute(delete(Event).where(Event.campaign_id == campaign, Event.kind == "campaign.restart"))
+
+
+# --- validations ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValidationRow:
+    tract: int
+    sites: str
+    quantity: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    details: str
+
+
+def replace_validations(session: Session, campaign: int, rows: Iterable[ValidationRow]) -> None:
+    """The campaign's validation results, replacing any earlier ones."""
+    session.execute(delete(Validation).where(Validation.campaign_id == campaign))
+    now = time.time()
+    session.add_all(
+        Validation(
+            campaign_id=campaign,
+            tract=r.tract,
+            sites=r.sites,
+            quantity=r.quantity,
+            value=r.value,
+            threshold=r.threshold,
+            passed=r.passed,
+            details=r.details,
+            created_at=now,
+        )
+        for r in rows
     )

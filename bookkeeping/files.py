@@ -394,3 +394,13 @@ def record_bad(session: Session, replicas: Sequence[tuple[int, int, ReplicaState
         message=replicas[0][3],
         payload={"replicas": len(replicas)},
     )
+
+
+def known_names(session: Session, names: Iterable[str], chunk: int = 500) -> set[str]:
+    """Which of ``names`` are catalogued (an index lookup per chunk, not a scan of every name)."""
+    wanted = list(dict.fromkeys(names))
+    found: set[str] = set()
+    stmt = text("SELECT name FROM files WHERE name IN :n").bindparams(bindparam("n", expanding=True))
+    for i in range(0, len(wanted), chunk):
+        found.update(str(n) for (n,) in session.execute(stmt, {"n": wanted[i : i + chunk]}))
+    return found

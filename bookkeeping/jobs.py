@@ -336,3 +336,22 @@ def add_attempts(session: Session, attempts: Iterable[AttemptRow]) -> int:
         {"after": max_before},
     )
     return n[0]
+
+
+def tract_job_states(session: Session, campaign: int, site_id: int) -> dict[int, set[JobState]]:
+    """Tract → the states of the site's jobs on that tract (visit-level jobs have no tract: left out)."""
+    out: dict[int, set[JobState]] = {}
+    stmt = select(Job.data_id, Job.state).where(Job.campaign_id == campaign, Job.site_id == site_id)
+    for data_id, state in session.execute(stmt):
+        tract = json.loads(data_id).get("tract")
+        if tract is not None:
+            out.setdefault(int(tract), set()).add(JobState(state))
+    return out
+
+
+def unfinished(session: Session, campaign: int, site_id: int) -> list[tuple[int, dict[str, Any]]]:
+    """(job id, data id) of the site's jobs in the campaign that have not SUCCEEDED."""
+    stmt = select(Job.id, Job.data_id).where(
+        Job.campaign_id == campaign, Job.site_id == site_id, Job.state != JobState.SUCCEEDED
+    )
+    return [(int(i), json.loads(d)) for i, d in session.execute(stmt)]

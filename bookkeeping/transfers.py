@@ -313,3 +313,14 @@ def retry_failed(session: Session, *, ids: list[int] | None = None, rule: int | 
     files.set_replica_states(session, ((f, d, ReplicaState.COPYING) for _, f, d, _ in usable))
     log_event(session, "transfers.retried", payload={"transfers": len(usable)})
     return len(usable)
+
+
+def active_to(session: Session, site_id: int, rule_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(transfer id, file id) of the rules' transfers to the site that are queued or in flight."""
+    if not rule_ids:
+        return []
+    stmt = text(
+        "SELECT id, file_id FROM transfers WHERE dest_site_id = :s AND state IN :active AND rule_id IN :r"
+    ).bindparams(bindparam("active", expanding=True), bindparam("r", expanding=True))
+    params = {"s": site_id, "active": [int(s) for s in _PENDING], "r": [int(r) for r in rule_ids]}
+    return [(int(t), int(f)) for t, f in session.execute(stmt, params)]

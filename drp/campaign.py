@@ -33,16 +33,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from bookkeeping.campaigns import create_campaign
+from bookkeeping import campaigns
+from bookkeeping import files as filedb
+from bookkeeping import rules as ruledb
+from bookkeeping.campaigns import TERMINAL, ValidationRow, create_campaign, transition
 from bookkeeping.database import Database
-from bookkeeping.events import log_event
 from bookkeeping.files import FileRow
-from bookkeeping.models import Campaign, CampaignPhase, Validation
 from bookkeeping.plans import load_plan
-from bookkeeping.sites import upsert_sites
+from bookkeeping.sites import unavailable, upsert_sites
 from bookkeeping.states import CampaignState, RuleState
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from drp.campaign_config import CampaignConfig
@@ -54,8 +54,6 @@ from transfer.checksum import adler32_file
 from transfer.engine import TransferEngine
 from transfer.replication.base import ReplicationBackend
 from transfer.replication.registry import get_replication
-
-TERMINAL = (CampaignState.DONE, CampaignState.FAILED, CampaignState.CANCELLED, CampaignState.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -104,26 +102,26 @@ class CampaignDriver:
         """Create the campaign (and its sites) in bookkeeping; False if it existed already."""
         with self.db.session() as session:
             upsert_sites(session, [s.to_row() for s in self.catalogue.sites])
-            if session.scalar(select(Campaign.id).where(Campaign.name == self.name)) is not None:
+            if campaigns.exists(session, self.name):
                 return False
-            config = self.cfg.model_dump(mode="json")
-            camp = create_campaign(session, self.name, self.release, config)
-            self._enter(session, camp, CampaignState.CREATED)
+            camp = create_campaign(session, self.name, self.release, self.cfg.model_dump(mode="json"))
+            campaigns.enter_first_state(session, camp)
         return True
 
     def tick(self) -> TickResult:
         """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs)."""
         with campaign_lock(self.cfg.workdir, self.name):
-            state = self._state()
-            if state in TERMINAL:
-                return TickResult(self.name, state.name, state.name, self._message() or state.name.lower())
-            handler = self._handlers()[state]
+            camp = self.campaign()
+            if camp.state in TERMINAL:
+                message = camp.message or camp.state.name.lower()
+                return TickResult(self.name, camp.state.name, camp.state.name, message)
             try:
-                after, message = handler()
+                after, message = self._handlers()[camp.state]()
             except InvalidInputError as err:
-                after, message = CampaignState.FAILED, f"{state.name.lower()}: {err}"
-            self._move(state, after, message)
-            return TickResult(self.name, state.name, after.name, message)
+                after, message = CampaignState.FAILED, f"{camp.state.name.lower()}: {err}"
+            with self.db.session() as session:
+                transition(session, camp.id, after, message)
+            return TickResult(self.name, camp.state.name, after.name, message)
 
     def run(
         self, *, max_ticks: int | None = None, on_tick: Callable[[TickResult], None] | None = None
@@ -145,27 +143,22 @@ class CampaignDriver:
         from bookkeeping.transfers import retry_failed
 
         with campaign_lock(self.cfg.workdir, self.name), self.db.session() as session:
-            camp = self._campaign(session)
+            camp = campaigns.get(session, self.name)
             if camp.state is not CampaignState.FAILED:
                 raise InvalidInputError(f"campaign {self.name} is {camp.state.name}, not FAILED")
-            phase = failed_phase(session, camp.id) or CampaignState.CREATED
+            phase = campaigns.failed_phase(session, camp.id) or CampaignState.CREATED
             requeued = retry_failed(session, rule=None) if phase is CampaignState.REPLICATING else 0
-            camp.state, camp.message, camp.updated_at = phase, f"retrying {phase.name.lower()}", time.time()
-            log_event(session, "campaign.retry", subject=self.name, campaign_id=camp.id, message=phase.name)
+            transition(session, camp.id, phase, f"retrying {phase.name.lower()}", tick=False)
         return f"{self.name}: back to {phase.name}" + (
             f", {requeued} transfer(s) re-queued" if requeued else ""
         )
 
     def cancel(self) -> str:
         with self.db.session() as session:
-            camp = self._campaign(session)
+            camp = campaigns.get(session, self.name)
             if camp.state is CampaignState.DONE:
                 return f"{self.name} is DONE; nothing to cancel"
-            camp.state, camp.message, camp.updated_at = (
-                CampaignState.CANCELLED,
-                "cancelled by an operator",
-                time.time(),
-            )
+            transition(session, camp.id, CampaignState.CANCELLED, "cancelled by an operator", tick=False)
         from drp import processing
 
         for site in self.catalogue.sites:
@@ -205,14 +198,11 @@ class CampaignDriver:
         lead = self.catalogue.lead
         root = site_root(lead)
         ctx = ReleaseContext(root, self.release)
+        candidates = [ctx.layout.raw(v["band"], vid).as_posix() for vid, v in ctx.visits.items()]
+        candidates += [p.as_posix() for p in (ctx.layout.manifest(), ctx.layout.refcat(), ctx.layout.truth())]
         with self.db.session() as session:
             stored = load_plan(session, self.name)
-            known = {
-                n
-                for (n,) in session.execute(
-                    text("SELECT name FROM files WHERE name LIKE :p"), {"p": f"{self.release}/%"}
-                )
-            }
+            known = filedb.known_names(session, candidates)
         assert stored is not None
         plan = stored.plan
         by_home: dict[int, list[FileRow]] = {}
@@ -278,25 +268,25 @@ class CampaignDriver:
         finally:
             engine.close()
         with self.db.session() as session:
-            camp = self._campaign(session)
-            rules = self.replication.rules(session)
+            camp = campaigns.get(session, self.name)
+            ours = {r.id for r in ruledb.listed(session, campaign_id=camp.id)}
             mine = [
                 r
-                for r in rules
-                if _rule_campaign(session, r.id) == camp.id and r.state is not RuleState.SUSPENDED
+                for r in self.replication.rules(session)
+                if r.id in ours and r.state is not RuleState.SUSPENDED
             ]
         stuck = [r for r in mine if r.state is RuleState.STUCK]
         moved = f"{report.done} copied, {report.retried} retried, {report.failed} given up, " + (
             f"{report.pending} pending"
         )
         if report.pending:
-            return self._state(), moved
+            return self.campaign().state, moved
         if stuck:
             reasons = "; ".join(f"rule {r.id} ({r.dataset}): {r.stuck_reason}" for r in stuck[:3])
             return CampaignState.FAILED, f"{len(stuck)} rule(s) STUCK: {reasons}"
         if all(r.state is RuleState.OK for r in mine):
             return then, f"{len(mine)} rules OK ({moved})"
-        return self._state(), moved
+        return self.campaign().state, moved
 
     def _process(self) -> tuple[CampaignState, str]:
         from drp import processing
@@ -338,38 +328,13 @@ class CampaignDriver:
     def _site_gave_up(self, site: str) -> bool:
         """A site's run is restarted once by the driver; failing again needs an operator (retry)."""
         with self.db.session() as session:
-            return self._phase_failures(session, f"restart:{site}") >= 1
+            camp = campaigns.get(session, self.name)
+            since = campaigns.phase_started(session, camp.id, CampaignState.PROCESSING)
+            return campaigns.restarts(session, camp.id, site, since) >= 1
 
     def _note_failure(self, site: str) -> None:
         with self.db.session() as session:
-            camp = self._campaign(session)
-            log_event(
-                session, "campaign.restart", subject=site, campaign_id=camp.id, message=f"restart:{site}"
-            )
-
-    def _phase_failures(self, session: Session, key: str) -> int:
-        camp = self._campaign(session)
-        return int(
-            session.execute(
-                text(
-                    "SELECT count(*) FROM events WHERE campaign_id = :c AND kind = 'campaign.restart' "
-                    "AND message = :m AND ts >= :since"
-                ),
-                {
-                    "c": camp.id,
-                    "m": key,
-                    "since": self._phase_start(session, camp.id, CampaignState.PROCESSING),
-                },
-            ).scalar_one()
-        )
-
-    def _phase_start(self, session: Session, camp_id: int, phase: CampaignState) -> float:
-        started = session.scalar(
-            select(CampaignPhase.started_at).where(
-                CampaignPhase.campaign_id == camp_id, CampaignPhase.phase == phase
-            )
-        )
-        return float(started or 0.0)
+            campaigns.note_restart(session, campaigns.get(session, self.name).id, site)
 
     def _collect(self) -> tuple[CampaignState, str]:
         from drp import processing
@@ -394,26 +359,26 @@ class CampaignDriver:
         ctx = ReleaseContext(site_root(lead), self.release)
         failures: list[str] = []
         results = 0
+        rows: list[ValidationRow] = []
+        for tract in self.cfg.split.overlap:
+            patches = [p.index for p in ctx.skymap.tracts[tract].patches]
+            for other in sites:
+                if other.name == lead.name:
+                    continue
+                result = compare_tract(
+                    (site_root(lead), site_root(other)),
+                    (lead.name, other.name),
+                    self.release,
+                    tract,
+                    patches,
+                    ctx.bands,
+                    self.cfg.validation,
+                )
+                results += 1
+                failures += result.failures()
+                rows += _validation_rows(result)
         with self.db.session() as session:
-            camp = self._campaign(session)
-            session.execute(text("DELETE FROM validations WHERE campaign_id = :c"), {"c": camp.id})
-            for tract in self.cfg.split.overlap:
-                patches = [p.index for p in ctx.skymap.tracts[tract].patches]
-                for other in sites:
-                    if other.name == lead.name:
-                        continue
-                    result = compare_tract(
-                        (site_root(lead), site_root(other)),
-                        (lead.name, other.name),
-                        self.release,
-                        tract,
-                        patches,
-                        ctx.bands,
-                        self.cfg.validation,
-                    )
-                    results += 1
-                    failures += result.failures()
-                    session.add_all(_validation_rows(camp.id, result))
+            campaigns.replace_validations(session, campaigns.get(session, self.name).id, rows)
         if failures:
             return CampaignState.FAILED, f"overlap validation failed: {'; '.join(failures[:5])}" + (
                 f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
@@ -421,20 +386,13 @@ class CampaignDriver:
         return CampaignState.CONSOLIDATING, f"overlap validation passed ({results} tract comparisons)"
 
     def _consolidate(self) -> tuple[CampaignState, str]:
+        from drp import processing
         from drp.processing import site_root
         from science.workflow import WorkflowSpec
 
         with self.db.session() as session:
             stored = load_plan(session, self.name)
-            known = {
-                n
-                for (n,) in session.execute(
-                    text("SELECT name FROM files WHERE name LIKE :p"), {"p": f"{self.release}/%"}
-                )
-            }
         assert stored is not None
-        from drp import processing
-
         reference = self._reference(self._processing_sites())
         registered = 0
         with self.db.session() as session:
@@ -448,15 +406,18 @@ class CampaignDriver:
                 own = {t for t, s in stored.plan.assignment.items() if s == site.name}
                 if site.name == reference.name:
                     own |= set(stored.plan.overlap)  # the reference's overlap outputs are the release's
+                outputs = [
+                    (tract, out)
+                    for node in spec.nodes()
+                    if (tract := _tract_of(node.data_id)) is not None and tract in own
+                    for out in node.outputs
+                ]
+                known = filedb.known_names(session, [out for _, out in outputs])
                 by_tract: dict[int, list[FileRow]] = {}
-                for node in spec.nodes():
-                    tract = _tract_of(node.data_id)
-                    if tract is None or tract not in own:
-                        continue
-                    for out in node.outputs:
-                        if out not in known and (root / out).is_file():
-                            known.add(out)
-                            by_tract.setdefault(tract, []).append(_file_row(root, out))
+                for tract, out in outputs:
+                    if out not in known and (root / out).is_file():
+                        known.add(out)
+                        by_tract.setdefault(tract, []).append(_file_row(root, out))
                 for tract, rows in sorted(by_tract.items()):
                     did = f"{self.release}:outputs.tract{tract:04d}"
                     registered += self.replication.register(
@@ -468,15 +429,11 @@ class CampaignDriver:
         return state, prefix + message
 
     # -- sites -------------------------------------------------------------------------------------
-    def _unavailable(self, session: Session) -> set[str]:
-        """Sites failed over (``drp dr failover``): no processing there and no new copies to them."""
-        return {str(n) for (n,) in session.execute(text("SELECT name FROM sites WHERE NOT available"))}
-
     def _processing_sites(self) -> list[SiteConfig]:
         """The sites that process under the latest plan and are available, in catalogue order."""
         with self.db.session() as session:
             stored = load_plan(session, self.name)
-            down = self._unavailable(session)
+            down = unavailable(session)
         planned = set(stored.plan.sites) if stored is not None else {s.name for s in self.catalogue.sites}
         return [s for s in self.catalogue.sites if s.name in planned and s.name not in down]
 
@@ -489,78 +446,22 @@ class CampaignDriver:
 
     def _everywhere(self, session: Session) -> tuple[str, int]:
         """The expression and copies of "one copy at every site" (failed-over sites excluded)."""
-        down = self._unavailable(session) & {s.name for s in self.catalogue.sites}
+        down = unavailable(session) & {s.name for s in self.catalogue.sites}
         n = len(self.catalogue.sites) - len(down)
         if not down:
             return "*", n
         return "*" + "".join(f"\\site={s}" for s in sorted(down)), n
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _campaign(self, session: Session) -> Campaign:
-        camp = session.scalar(select(Campaign).where(Campaign.name == self.name))
-        if camp is None:
-            raise NotFoundError(f"campaign {self.name!r} does not exist (run `drp campaign create`)")
-        return camp
-
-    def _state(self) -> CampaignState:
+    def campaign(self) -> campaigns.CampaignRow:
+        """The campaign as bookkeeping has it now (state, message, release)."""
         with self.db.session() as session:
-            return self._campaign(session).state
-
-    def _message(self) -> str | None:
-        with self.db.session() as session:
-            return self._campaign(session).message
-
-    def _enter(self, session: Session, camp_id: int, phase: CampaignState) -> None:
-        row = session.get(CampaignPhase, (camp_id, phase))
-        if row is None:
-            session.add(
-                CampaignPhase(campaign_id=camp_id, phase=phase, started_at=time.time(), ticks=0, failures=0)
-            )
-        else:
-            row.finished_at = None
-
-    def _move(self, before: CampaignState, after: CampaignState, message: str) -> None:
-        now = time.time()
-        with self.db.session() as session:
-            camp = self._campaign(session)
-            phase = session.get(CampaignPhase, (camp.id, before))
-            if phase is None:
-                phase = CampaignPhase(campaign_id=camp.id, phase=before, started_at=now, ticks=0, failures=0)
-                session.add(phase)
-            phase.ticks = (phase.ticks or 0) + 1
-            phase.message = message
-            if after is CampaignState.FAILED:
-                phase.failures = (phase.failures or 0) + 1
-            if after is not before:
-                phase.finished_at = now
-                self._enter(session, camp.id, after)
-                log_event(
-                    session,
-                    f"campaign.{after.name.lower()}",
-                    subject=self.name,
-                    campaign_id=camp.id,
-                    message=message,
-                )
-            camp.state, camp.message, camp.updated_at = after, message, now
-
-
-def failed_phase(session: Session, camp_id: int) -> CampaignState | None:
-    """The phase a FAILED campaign failed in: the last one it entered before FAILED."""
-    return session.scalar(
-        select(CampaignPhase.phase)
-        .where(CampaignPhase.campaign_id == camp_id, CampaignPhase.phase != CampaignState.FAILED)
-        .order_by(CampaignPhase.started_at.desc())
-        .limit(1)
-    )
+            return campaigns.get(session, self.name)
 
 
 def _file_row(root: Path, name: str) -> FileRow:
     adler, size = adler32_file(root / name)
     return FileRow(name, size, adler)
-
-
-def _rule_campaign(session: Session, rule_id: int) -> int | None:
-    return session.execute(text("SELECT campaign_id FROM rules WHERE id = :r"), {"r": rule_id}).scalar()
 
 
 def _tract_of(data_id: dict[str, Any]) -> int | None:
@@ -569,20 +470,16 @@ def _tract_of(data_id: dict[str, Any]) -> int | None:
     return int(t) if t is not None else None
 
 
-def _validation_rows(campaign_id: int, result: Any) -> list[Validation]:
-    rows = []
-    for c in result.checks:
-        rows.append(
-            Validation(
-                campaign_id=campaign_id,
-                tract=result.tract,
-                sites=",".join(result.sites),
-                quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
-                value=c.value if c.value == c.value and abs(c.value) != float("inf") else None,
-                threshold=c.limit,
-                passed=c.passed,
-                details=json.dumps({"detail": c.detail, "band": c.band}),
-                created_at=time.time(),
-            )
+def _validation_rows(result: Any) -> list[ValidationRow]:
+    return [
+        ValidationRow(
+            tract=result.tract,
+            sites=",".join(result.sites),
+            quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
+            value=c.value if c.value == c.value and abs(c.value) != float("inf") else None,
+            threshold=c.limit,
+            passed=c.passed,
+            details=json.dumps({"detail": c.detail, "band": c.band}),
         )
-    return rows
+        for c in result.checks
+    ]

@@ -22,24 +22,22 @@ to S, S becomes available, the original rules are restored, and the replacements
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from bookkeeping import campaigns, failovers, jobs
+from bookkeeping import rules as ruledb
+from bookkeeping.campaigns import CampaignRow, transition
 from bookkeeping.events import log_event
 from bookkeeping.files import drop_pending_replicas
-from bookkeeping.jobs import set_job_states
-from bookkeeping.models import Campaign, CampaignPhase, Failover, Rule
 from bookkeeping.plans import load_plan, store_plan
-from bookkeeping.sites import site_ids
+from bookkeeping.sites import set_available, site_ids, site_names, unavailable
 from bookkeeping.states import CampaignState, JobState, RuleState, TransferState
-from bookkeeping.transfers import set_transfer_states
+from bookkeeping.transfers import active_to, set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
-from drp.campaign import CampaignDriver, failed_phase
+from drp.campaign import CampaignDriver
 from drp.locking import campaign_lock
 from drp.split import SplitPlan, replication_rules, site_expression
 from transfer.expressions import check, evaluate
@@ -67,21 +65,8 @@ class FailoverReport:
         return asdict(self)
 
 
-def _tract_states(session: Session, camp_id: int, site_id: int) -> dict[int, set[int]]:
-    """Tract → the states of the site's jobs on that tract."""
-    out: dict[int, set[int]] = {}
-    for data_id, state in session.execute(
-        text("SELECT data_id, state FROM jobs WHERE campaign_id = :c AND site_id = :s"),
-        {"c": camp_id, "s": site_id},
-    ):
-        tract = json.loads(data_id).get("tract")
-        if tract is not None:
-            out.setdefault(int(tract), set()).add(int(state))
-    return out
-
-
-def _finished(states: dict[int, set[int]], tract: int) -> bool:
-    return states.get(tract, set()) == {int(JobState.SUCCEEDED)}
+def _finished(states: dict[int, set[JobState]], tract: int) -> bool:
+    return states.get(tract, set()) == {JobState.SUCCEEDED}
 
 
 def _swap(expression: str, old: str, new: str | None) -> str:
@@ -120,50 +105,25 @@ def _replace_rules(
     driver: CampaignDriver, session: Session, camp_id: int, old: str, new: str | None, reason: str
 ) -> dict[int, int]:
     """Suspend the campaign's unsatisfied rules placed at ``old``; add their equivalents without it."""
-    by_name = site_ids(session)
+    old_id = site_ids(session)[old]
     replaced: dict[int, int] = {}
-    rules = list(
-        session.scalars(
-            select(Rule)
-            .where(Rule.campaign_id == camp_id, Rule.state.in_([RuleState.REPLICATING, RuleState.STUCK]))
-            .order_by(Rule.id)
-        )
-    )
-    for rule in rules:
-        placed = {
-            int(s)
-            for (s,) in session.execute(
-                text("SELECT site_id FROM rule_sites WHERE rule_id = :r"), {"r": rule.id}
-            )
-        }
-        if by_name[old] not in placed and f"site={old}" not in rule.site_expression.split("|"):
+    todo = ruledb.listed(session, campaign_id=camp_id, states=[RuleState.REPLICATING, RuleState.STUCK])
+    placed = ruledb.placements(session, [r.id for r in todo])
+    for rule in todo:
+        if old_id not in placed.get(rule.id, []) and f"site={old}" not in rule.expression.split("|"):
             continue
-        expression = _swap(rule.site_expression, old, new)
+        expression = _swap(rule.expression, old, new)
         check(expression)
-        ds = session.execute(
-            text("SELECT scope, name FROM datasets WHERE id = :d"), {"d": rule.dataset_id}
-        ).one()
-        rule.state, rule.stuck_reason, rule.updated_at = RuleState.SUSPENDED, reason, time.time()
-        session.flush()
+        ruledb.set_state(session, rule, RuleState.SUSPENDED, reason)
         copies = max(1, min(rule.copies, len(evaluate(expression, driver.replication.site_attributes()))))
-        info = driver.replication.add_rule(
-            session, f"{ds.scope}:{ds.name}", expression, copies, campaign=driver.name
-        )
+        info = driver.replication.add_rule(session, rule.dataset, expression, copies, campaign=driver.name)
         replaced[rule.id] = info.id
     return replaced
 
 
 def _cancel_transfers_to(session: Session, site_id: int, rule_ids: list[int]) -> int:
     """Cancel queued copies of suspended rules to a site and drop their COPYING replicas there."""
-    if not rule_ids:
-        return 0
-    rows = session.execute(
-        text(
-            "SELECT id, file_id FROM transfers WHERE dest_site_id = :s AND state IN (1, 2, 3) "
-            "AND rule_id IN (" + ", ".join(str(int(r)) for r in rule_ids) + ")"
-        ),
-        {"s": site_id},
-    ).all()
+    rows = active_to(session, site_id, rule_ids)
     if rows:
         set_transfer_states(
             session, ((t, TransferState.CANCELED, "cancelled: site failed over") for t, _ in rows)
@@ -172,25 +132,18 @@ def _cancel_transfers_to(session: Session, site_id: int, rule_ids: list[int]) ->
     return len(rows)
 
 
-def _campaign_back(session: Session, camp: Campaign, message: str) -> None:
-    """A processing (or processing/replication-FAILED) campaign goes back to REPLICATING."""
-    state = camp.state
-    if state is CampaignState.FAILED:
-        if failed_phase(session, camp.id) not in (CampaignState.REPLICATING, *_REPLICATE_AGAIN):
-            camp.message = message
-            return
-    elif state not in _REPLICATE_AGAIN:
-        camp.message = message
-        return
-    camp.state, camp.message, camp.updated_at = CampaignState.REPLICATING, message, time.time()
-    row = session.get(CampaignPhase, (camp.id, CampaignState.REPLICATING))
-    if row is not None:
-        row.finished_at = None
-    if session.get(CampaignPhase, (camp.id, CampaignState.PROCESSING)) is not None:
-        # a fresh budget of driver restarts for the sites that now process more
-        session.execute(
-            text("DELETE FROM events WHERE campaign_id = :c AND kind = 'campaign.restart'"), {"c": camp.id}
-        )
+def _campaign_back(session: Session, camp: CampaignRow, message: str) -> CampaignState:
+    """A processing (or processing/replication-FAILED) campaign goes back to REPLICATING; any other
+    keeps its state with the message. Returns the state it is in now."""
+    back = camp.state in _REPLICATE_AGAIN or (
+        camp.state is CampaignState.FAILED
+        and campaigns.failed_phase(session, camp.id) in (CampaignState.REPLICATING, *_REPLICATE_AGAIN)
+    )
+    to = CampaignState.REPLICATING if back else camp.state
+    transition(session, camp.id, to, message, tick=False)
+    if back and campaigns.has_phase(session, camp.id, CampaignState.PROCESSING):
+        campaigns.reset_restarts(session, camp.id)  # a fresh budget for the sites that now process more
+    return to
 
 
 def failover(
@@ -203,29 +156,18 @@ def failover(
     driver.catalogue.get(target)
     with campaign_lock(driver.cfg.workdir, driver.name):
         with driver.db.session() as session:
-            camp = driver._campaign(session)
-            if camp.state in (CampaignState.DONE, CampaignState.CANCELLED):
-                raise InvalidInputError(f"campaign {driver.name} is {camp.state.name}: nothing to fail over")
-            stored = load_plan(session, driver.name)
-            if stored is None:
-                raise InvalidInputError(f"campaign {driver.name} has no split plan yet: nothing to move")
-            if source not in stored.plan.sites:
-                raise InvalidInputError(
-                    f"site {source} does not process in campaign {driver.name} (failed over?)"
-                )
-            if target in driver._unavailable(session):
-                raise InvalidInputError(f"site {target} is itself failed over (`drp dr failback` it first)")
-            if target not in stored.plan.sites:
-                raise InvalidInputError(f"site {target} does not process in campaign {driver.name}")
+            _check_failover(session, driver.name, source, target)
         if not dry_run:
             _cancel_run(driver, source, forget=False)
         with driver.db.session() as session:
-            camp = driver._campaign(session)
+            camp = campaigns.get(session, driver.name)
+            stored = load_plan(session, driver.name)
+            assert stored is not None
             ids = site_ids(session)
             report = FailoverReport(
                 driver.name, "failover", source, target, dry_run, state_before=camp.state.name
             )
-            states = _tract_states(session, camp.id, ids[source])
+            states = jobs.tract_job_states(session, camp.id, ids[source])
             mine = sorted(t for t, s in stored.plan.assignment.items() if s == source)
             report.tracts_kept = [t for t in mine if _finished(states, t) and not include_finished]
             report.tracts_moved = [t for t in mine if t not in report.tracts_kept]
@@ -238,46 +180,56 @@ def failover(
             sites = tuple(s for s in stored.plan.sites if s != source)
             shares = {s: stored.shares.get(s, 0.0) for s in sites}
             shares[target] = shares.get(target, 0.0) + stored.shares.get(source, 0.0)
-            report.plan_version = store_plan(
-                session,
-                driver.name,
-                SplitPlan(assignment, stored.plan.overlap, sites),
-                shares,
-                replication_rules,
-            )
-            session.execute(text("UPDATE sites SET available = false WHERE name = :n"), {"n": source})
+            plan = SplitPlan(assignment, stored.plan.overlap, sites)
+            report.plan_version = store_plan(session, driver.name, plan, shares, replication_rules)
+            set_available(session, source, False)
             reason = f"failover of {source} to {target} (plan v{report.plan_version})"
             report.rules_replaced = _replace_rules(driver, session, camp.id, source, target, reason)
             report.transfers_cancelled = _cancel_transfers_to(
                 session, ids[source], list(report.rules_replaced)
             )
-            pending = [
-                (int(j), JobState.CANCELLED)
-                for (j,) in session.execute(
-                    text("SELECT id FROM jobs WHERE campaign_id = :c AND site_id = :s AND state <> :ok"),
-                    {"c": camp.id, "s": ids[source], "ok": int(JobState.SUCCEEDED)},
-                )
-            ]
-            if pending:
-                set_job_states(session, pending)
-            report.jobs_cancelled = len(pending)
-            session.add(
-                Failover(
-                    campaign_id=camp.id,
-                    from_site_id=ids[source],
-                    to_site_id=ids[target],
-                    tracts=json.dumps(report.tracts_moved),
-                    rules=json.dumps({str(k): v for k, v in report.rules_replaced.items()}),
-                    plan_version=report.plan_version,
-                    created_at=time.time(),
-                )
+            report.jobs_cancelled = _cancel_jobs(session, camp.id, ids[source], None)
+            failovers.record(
+                session,
+                camp.id,
+                ids[source],
+                ids[target],
+                report.tracts_moved,
+                report.rules_replaced,
+                report.plan_version,
             )
             message = f"{reason}: {len(report.tracts_moved)} tract(s) moved, {len(report.tracts_kept)} kept"
-            _campaign_back(session, camp, message)
+            report.state_after = _campaign_back(session, camp, message).name
             log_event(session, "dr.failover", subject=source, campaign_id=camp.id, message=message)
-            report.state_after = camp.state.name
         _cancel_run(driver, target, forget=True)  # re-prepared with its new tracts at the next tick
         return report
+
+
+def _check_failover(session: Session, campaign: str, source: str, target: str) -> None:
+    camp = campaigns.get(session, campaign)
+    if camp.state in (CampaignState.DONE, CampaignState.CANCELLED):
+        raise InvalidInputError(f"campaign {campaign} is {camp.state.name}: nothing to fail over")
+    stored = load_plan(session, campaign)
+    if stored is None:
+        raise InvalidInputError(f"campaign {campaign} has no split plan yet: nothing to move")
+    if source not in stored.plan.sites:
+        raise InvalidInputError(f"site {source} does not process in campaign {campaign} (failed over?)")
+    if target in unavailable(session):
+        raise InvalidInputError(f"site {target} is itself failed over (`drp dr failback` it first)")
+    if target not in stored.plan.sites:
+        raise InvalidInputError(f"site {target} does not process in campaign {campaign}")
+
+
+def _cancel_jobs(session: Session, campaign: int, site_id: int, tracts: list[int] | None) -> int:
+    """CANCEL the site's jobs that have not succeeded (only those of ``tracts`` when given)."""
+    todo = [
+        (job, JobState.CANCELLED)
+        for job, data_id in jobs.unfinished(session, campaign, site_id)
+        if tracts is None or data_id.get("tract") in tracts
+    ]
+    if todo:
+        jobs.set_job_states(session, todo)
+    return len(todo)
 
 
 def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> FailoverReport:
@@ -285,92 +237,63 @@ def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> Fai
     driver.catalogue.get(site)
     with campaign_lock(driver.cfg.workdir, driver.name):
         with driver.db.session() as session:
-            camp = driver._campaign(session)
-            ids = site_ids(session)
-            names = {v: k for k, v in ids.items()}
-            row = session.scalar(
-                select(Failover)
-                .where(
-                    Failover.campaign_id == camp.id,
-                    Failover.from_site_id == ids.get(site, -1),
-                    Failover.failed_back_at.is_(None),
-                )
-                .order_by(Failover.id.desc())
-                .limit(1)
-            )
+            camp = campaigns.get(session, driver.name)
+            row = failovers.active(session, camp.id, site_ids(session).get(site, -1))
             if row is None:
                 raise NotFoundError(f"site {site} has no active failover in campaign {driver.name}")
-            target = names[row.to_site_id]
-            stored = load_plan(session, driver.name)
-            assert stored is not None
+            target = site_names(session)[row.to_site_id]
             report = FailoverReport(
                 driver.name, "failback", target, site, dry_run, state_before=camp.state.name
             )
-            states = _tract_states(session, camp.id, row.to_site_id)
-            moved = [int(t) for t in json.loads(row.tracts)]
-            report.tracts_kept = [t for t in moved if _finished(states, t)]
-            report.tracts_moved = [t for t in moved if t not in report.tracts_kept]
+            _split_moved(session, report, camp.id, row)
             if dry_run:
                 report.state_after = camp.state.name
                 return report
         _cancel_run(driver, target, forget=False)
         with driver.db.session() as session:
-            camp = driver._campaign(session)
-            row = session.get(Failover, row.id)
-            assert row is not None
-            states = _tract_states(session, camp.id, row.to_site_id)
-            report.tracts_kept = [t for t in moved if _finished(states, t)]
-            report.tracts_moved = [t for t in moved if t not in report.tracts_kept]
+            camp = campaigns.get(session, driver.name)
+            stored = load_plan(session, driver.name)
+            assert stored is not None
+            _split_moved(session, report, camp.id, row)  # again: the cancelled run may have finished more
             assignment = {
                 t: (site if t in report.tracts_moved else s) for t, s in stored.plan.assignment.items()
             }
             order = [s.name for s in driver.catalogue.sites]
             sites = tuple(sorted({*stored.plan.sites, site}, key=order.index))
             shares = {s.name: s.share for s in driver.catalogue.sites if s.name in sites}
-            report.plan_version = store_plan(
-                session,
-                driver.name,
-                SplitPlan(assignment, stored.plan.overlap, sites),
-                shares,
-                replication_rules,
-            )
-            session.execute(text("UPDATE sites SET available = true WHERE name = :n"), {"n": site})
+            plan = SplitPlan(assignment, stored.plan.overlap, sites)
+            report.plan_version = store_plan(session, driver.name, plan, shares, replication_rules)
+            set_available(session, site, True)
             reason = f"failback of {site} from {target} (plan v{report.plan_version})"
-            restored: dict[int, int] = {}
-            for old_id, new_id in json.loads(row.rules).items():
-                old, new = session.get(Rule, int(old_id)), session.get(Rule, int(new_id))
-                if old is None or new is None:
-                    continue
-                ds = session.execute(
-                    text("SELECT scope, name FROM datasets WHERE id = :d"), {"d": old.dataset_id}
-                ).one()
-                if new.state is not RuleState.OK:
-                    new.state, new.stuck_reason, new.updated_at = RuleState.SUSPENDED, reason, time.time()
-                    session.flush()
-                info = driver.replication.add_rule(
-                    session, f"{ds.scope}:{ds.name}", old.site_expression, old.copies, campaign=driver.name
-                )
-                restored[new.id] = info.id
-            report.rules_replaced = restored
-            back = [
-                (int(j), JobState.CANCELLED)
-                for (j, data_id) in session.execute(
-                    text(
-                        "SELECT id, data_id FROM jobs "
-                        "WHERE campaign_id = :c AND site_id = :s AND state <> :ok"
-                    ),
-                    {"c": camp.id, "s": row.to_site_id, "ok": int(JobState.SUCCEEDED)},
-                )
-                if json.loads(data_id).get("tract") in report.tracts_moved
-            ]
-            if back:
-                set_job_states(session, back)
-            report.jobs_cancelled = len(back)
-            row.failed_back_at = time.time()
+            report.rules_replaced = _restore_rules(driver, session, row.rules, reason)
+            report.jobs_cancelled = _cancel_jobs(session, camp.id, row.to_site_id, report.tracts_moved)
+            failovers.close(session, row.id)
             message = f"{reason}: {len(report.tracts_moved)} tract(s) back, {len(report.tracts_kept)} stay"
-            _campaign_back(session, camp, message)
+            report.state_after = _campaign_back(session, camp, message).name
             log_event(session, "dr.failback", subject=site, campaign_id=camp.id, message=message)
-            report.state_after = camp.state.name
         _cancel_run(driver, target, forget=True)
         _cancel_run(driver, site, forget=True)
         return report
+
+
+def _split_moved(session: Session, report: FailoverReport, camp_id: int, row: failovers.FailoverRow) -> None:
+    """The moved tracts the replacement site finished (they stay) and the others (they go back)."""
+    states = jobs.tract_job_states(session, camp_id, row.to_site_id)
+    report.tracts_kept = [t for t in row.tracts if _finished(states, t)]
+    report.tracts_moved = [t for t in row.tracts if t not in report.tracts_kept]
+
+
+def _restore_rules(
+    driver: CampaignDriver, session: Session, replaced: dict[int, int], reason: str
+) -> dict[int, int]:
+    """Suspend the replacement rules not yet satisfied and add the originals again."""
+    restored: dict[int, int] = {}
+    for old_id, new_id in replaced.items():
+        old, new = ruledb.get(session, old_id), ruledb.get(session, new_id)
+        if new.state is not RuleState.OK:
+            ruledb.set_state(session, new, RuleState.SUSPENDED, reason)
+        info = driver.replication.add_rule(
+            session, old.dataset, old.expression, old.copies, campaign=driver.name
+        )
+        restored[new.id] = info.id
+    return restored

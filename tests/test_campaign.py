@@ -177,7 +177,7 @@ def test_kill_9_of_run_then_run_again(tmp_path: Path, pristine: Path, kill_in: s
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if driver._state().name == kill_in:
+            if driver.campaign().state.name == kill_in:
                 time.sleep(0.3)  # let it get into the phase's work
                 break
             time.sleep(0.05)
@@ -196,9 +196,9 @@ def _run_until(driver: CampaignDriver, state: str) -> None:
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if driver._state().name == state:
+        if driver.campaign().state.name == state:
             return
-        if driver.tick().after == driver._state().name:
+        if driver.tick().after == driver.campaign().state.name:
             time.sleep(0.2)
     raise AssertionError(f"never reached {state}")
 
