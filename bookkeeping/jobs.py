@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from common.errors import NotFoundError
@@ -355,3 +355,66 @@ def unfinished(session: Session, campaign: int, site_id: int) -> list[tuple[int,
         Job.campaign_id == campaign, Job.site_id == site_id, Job.state != JobState.SUCCEEDED
     )
     return [(int(i), json.loads(d)) for i, d in session.execute(stmt)]
+
+
+# --- what processing asks --------------------------------------------------------------------------------
+def site_jobs(session: Session, campaign: int, site_id: int) -> dict[tuple[str, str], tuple[int, JobState]]:
+    """(step, canonical data id) → (job id, state) of the site's jobs in the campaign."""
+    stmt = select(Job.id, Job.step, Job.data_id, Job.state).where(
+        Job.campaign_id == campaign, Job.site_id == site_id
+    )
+    return {(step, d): (int(i), JobState(st)) for i, step, d, st in session.execute(stmt)}
+
+
+def recorded_attempts(session: Session, campaign: int, site_id: int) -> set[tuple[int, int]]:
+    """(job id, attempt number) of every attempt recorded for the site's jobs."""
+    stmt = (
+        select(Attempt.job_id, Attempt.number)
+        .join(Job, Job.id == Attempt.job_id)
+        .where(Job.campaign_id == campaign, Job.site_id == site_id)
+    )
+    return {(int(j), int(n)) for j, n in session.execute(stmt)}
+
+
+def set_default_memory(session: Session, campaign: int, site_id: int, by_step: dict[str, int]) -> None:
+    """Give the site's jobs without a memory request their step's default."""
+    for step, mb in by_step.items():
+        session.execute(
+            update(Job)
+            .where(
+                Job.campaign_id == campaign,
+                Job.site_id == site_id,
+                Job.step == step,
+                Job.request_memory_mb.is_(None),
+            )
+            .values(request_memory_mb=mb)
+        )
+
+
+def memory_requests(session: Session, campaign: int, site_id: int) -> list[tuple[str, dict[str, Any], int]]:
+    """(step, data id, MB) of the site's jobs that carry a memory request."""
+    stmt = select(Job.step, Job.data_id, Job.request_memory_mb).where(
+        Job.campaign_id == campaign, Job.site_id == site_id, Job.request_memory_mb.is_not(None)
+    )
+    return [(str(s), json.loads(d), int(mb or 0)) for s, d, mb in session.execute(stmt)]
+
+
+def raise_memory(
+    session: Session, campaign: int, site_id: int, requests: Iterable[tuple[str, dict[str, Any], int]]
+) -> int:
+    """Raise (never lower) the memory request of (step, data id) jobs to MB; returns jobs changed."""
+    changed = 0
+    for step, data_id, mb in requests:
+        res = session.execute(
+            update(Job)
+            .where(
+                Job.campaign_id == campaign,
+                Job.site_id == site_id,
+                Job.step == step,
+                Job.data_id == data_id_key(data_id),
+                (Job.request_memory_mb.is_(None)) | (Job.request_memory_mb < mb),
+            )
+            .values(request_memory_mb=mb)
+        )
+        changed += res.rowcount  # type: ignore[attr-defined]
+    return changed

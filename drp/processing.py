@@ -14,19 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from bookkeeping import campaigns, jobs
 from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database
 from bookkeeping.events import log_event
 from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states
-from bookkeeping.models import Campaign
 from bookkeeping.plans import StoredPlan, load_plan, site_tracts, store_plan
-from bookkeeping.sites import upsert_sites
+from bookkeeping.sites import site_id, upsert_sites
 from bookkeeping.states import JobState
 from common.atomic import write_json_atomic
-from common.errors import ConfigError, NotFoundError
+from common.errors import ConfigError
 from drp.split import plan_split, replication_rules
 from instrumentation.profiler import JobReport, read_report
 from science.layout import Layout
@@ -51,13 +50,7 @@ def workflow_dir(workdir: Path, campaign: str, site: str) -> Path:
 
 
 def _ids(session: Session, campaign: str, site: str) -> tuple[int, int]:
-    camp = session.scalar(select(Campaign.id).where(Campaign.name == campaign))
-    if camp is None:
-        raise NotFoundError(f"no campaign named {campaign!r}")
-    site_id = session.scalar(text("SELECT id FROM sites WHERE name = :n"), {"n": site})
-    if site_id is None:
-        raise NotFoundError(f"no site named {site!r} in bookkeeping (run `drp sites sync`)")
-    return int(camp), int(site_id)
+    return campaigns.get(session, campaign).id, site_id(session, site)
 
 
 def backend_for(site: SiteConfig) -> ComputeBackend:
@@ -70,41 +63,23 @@ def prepare(
     session: Session, campaign: str, site: SiteConfig, root: Path, workdir: Path, backend: ComputeBackend
 ) -> WorkflowSpec:
     """Write the site's workflow for its assigned tracts and record its jobs (once) in bookkeeping."""
-    camp_id, site_id = _ids(session, campaign, site.name)
-    release = session.scalar(select(Campaign.release).where(Campaign.id == camp_id))
-    ctx = ReleaseContext(root, str(release))
+    camp = campaigns.get(session, campaign)
+    sid = site_id(session, site.name)
+    ctx = ReleaseContext(root, camp.release)
     tracts = site_tracts(session, campaign, site.name)
     spec = write_workflow(ctx, site.name, tracts, workflow_dir(workdir, campaign, site.name))
-    known = set(
-        session.execute(
-            text("SELECT step, data_id FROM jobs WHERE campaign_id = :c AND site_id = :s"),
-            {"c": camp_id, "s": site_id},
-        )
-    )
+    known = jobs.site_jobs(session, camp.id, sid)
     new = (
-        (site_id, n.step, key, JobState.PENDING)
+        (sid, n.step, key, JobState.PENDING)
         for n in spec.nodes()
         if (n.step, key := data_id_key(n.data_id)) not in known
     )
-    added = add_jobs(session, camp_id, new)
+    added = add_jobs(session, camp.id, new)
     if added:
-        session.execute(
-            text(
-                "UPDATE jobs SET request_memory_mb = CASE step "
-                + " ".join(f"WHEN '{s}' THEN {backend.settings.memory_for(s)}" for s in STEPS)
-                + " END WHERE campaign_id = :c AND site_id = :s AND request_memory_mb IS NULL"
-            ),
-            {"c": camp_id, "s": site_id},
-        )
+        jobs.set_default_memory(session, camp.id, sid, {s: backend.settings.memory_for(s) for s in STEPS})
     raised = {
-        Job(step, json.loads(data_id)).name: mb
-        for step, data_id, mb in session.execute(
-            text(
-                "SELECT step, data_id, request_memory_mb FROM jobs "
-                "WHERE campaign_id = :c AND site_id = :s AND request_memory_mb IS NOT NULL"
-            ),
-            {"c": camp_id, "s": site_id},
-        )
+        Job(step, data_id).name: mb
+        for step, data_id, mb in jobs.memory_requests(session, camp.id, sid)
         if mb > backend.settings.memory_for(step)
     }
     write_json_atomic(spec.directory / "memory.json", raised)  # kept across restarts by every back-end
@@ -112,7 +87,7 @@ def prepare(
         session,
         "workflow.prepared",
         subject=f"{campaign}/{site.name}",
-        campaign_id=camp_id,
+        campaign_id=camp.id,
         message=f"{spec.summary['n_jobs']} jobs ({added} new) for {len(tracts)} tracts",
         payload=spec.summary,
     )
@@ -152,23 +127,9 @@ def _attempt_row(jid: int, number: int, report: JobReport, path: Path) -> Attemp
 
 def ingest(session: Session, campaign: str, site: str, spec: WorkflowSpec) -> IngestResult:
     """Record new job reports as attempts and bring job states in line with the latest reports."""
-    camp_id, site_id = _ids(session, campaign, site)
-    jobs = {
-        (step, data_id): (jid, JobState(state))
-        for jid, step, data_id, state in session.execute(
-            text("SELECT id, step, data_id, state FROM jobs WHERE campaign_id = :c AND site_id = :s"),
-            {"c": camp_id, "s": site_id},
-        )
-    }
-    seen = set(
-        session.execute(
-            text(
-                "SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id "
-                "WHERE j.campaign_id = :c AND j.site_id = :s"
-            ),
-            {"c": camp_id, "s": site_id},
-        )
-    )
+    camp_id, sid = _ids(session, campaign, site)
+    owned = jobs.site_jobs(session, camp_id, sid)
+    seen = jobs.recorded_attempts(session, camp_id, sid)
     files: dict[int, dict[int, Path]] = {}
     unreadable: list[str] = []
     for name, number, path in _report_files(spec):
@@ -177,12 +138,12 @@ def ingest(session: Session, campaign: str, site: str, spec: WorkflowSpec) -> In
         except ValueError:
             unreadable.append(str(path))
             continue
-        entry = jobs.get((job.step, data_id_key(job.data_id)))
+        entry = owned.get((job.step, data_id_key(job.data_id)))
         if entry is not None:  # else: a job this campaign/site does not own
             files.setdefault(entry[0], {})[number] = path
     rows: list[AttemptRow] = []
     latest: dict[int, JobState] = {}
-    current = {jid: st for jid, st in jobs.values()}
+    current = {jid: st for jid, st in owned.values()}
     for jid, by_number in files.items():
         top = max(by_number)
         for number, path in sorted(by_number.items()):
@@ -248,19 +209,9 @@ def record_memory(session: Session, campaign: str, site: str, memory: dict[str, 
     """Raise bookkeeping's memory requests to the back-end's (never lower them); returns jobs changed."""
     if not memory:
         return 0
-    camp_id, site_id = _ids(session, campaign, site)
-    changed = 0
-    for name, mb in memory.items():
-        job = Job.from_name(name)
-        res = session.execute(
-            text(
-                "UPDATE jobs SET request_memory_mb = :mb WHERE campaign_id = :c AND site_id = :s "
-                "AND step = :step AND data_id = :d AND (request_memory_mb IS NULL OR request_memory_mb < :mb)"
-            ),
-            {"mb": mb, "c": camp_id, "s": site_id, "step": job.step, "d": data_id_key(job.data_id)},
-        )
-        changed += res.rowcount  # type: ignore[attr-defined]
-    return changed
+    camp_id, sid = _ids(session, campaign, site)
+    parsed = [(Job.from_name(name), mb) for name, mb in memory.items()]
+    return jobs.raise_memory(session, camp_id, sid, [(j.step, j.data_id, mb) for j, mb in parsed])
 
 
 def status(db: Database, campaign: str, site: SiteConfig, workdir: Path) -> tuple[RunReport, IngestResult]:
@@ -303,7 +254,7 @@ def plan_campaign(
     shares = {s.name: s.share for s in catalogue.sites}
     with db.session() as session:
         upsert_sites(session, [s.to_row() for s in catalogue.sites])
-        if session.scalar(select(Campaign.id).where(Campaign.name == campaign)) is None:
+        if not campaigns.exists(session, campaign):
             create_campaign(session, campaign, release)
         previous = load_plan(session, campaign)
         plan = plan_split(

@@ -1,0 +1,156 @@
+"""The report's numbers, gathered once: bookkeeping (status, plan, attempts, transfers, validations) and
+the science checks run on the sites' outputs (accuracy against truth, overlap comparisons)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bookkeeping import campaigns, reports
+from bookkeeping.database import Database
+from bookkeeping.plans import StoredPlan, load_plan
+from bookkeeping.queries import CampaignStatus, campaign_status
+from bookkeeping.reports import AttemptSample, TransferSample
+from common.errors import DrpError, NotFoundError
+from drp.campaign_config import CampaignConfig
+from sites.catalogue import SiteCatalogue
+
+STEPS = ("calibrate", "warp", "coadd", "measure", "merge")
+
+
+@dataclass
+class ReportData:
+    """Everything the figures and the page show; ``to_dict`` is report.json."""
+
+    campaign: str
+    release: str
+    sites: list[str]
+    lead_root: Path
+    status: CampaignStatus
+    plan: StoredPlan
+    attempts: list[AttemptSample]
+    transfers: list[TransferSample]
+    validations: list[dict[str, Any]]
+    accuracy: Any = None  # science.validate result, or None when it failed (see accuracy_error)
+    accuracy_error: str | None = None
+    # per (tract, satellite): a science.crossval result, or a dict saying why the comparison failed
+    overlap: list[Any] = field(default_factory=list)
+
+    def job_stats(self) -> dict[str, dict[str, dict[str, float]]]:
+        """site → step → jobs, median wall time, largest peak RSS."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for site in self.sites:
+            for step in STEPS:
+                mine = [a for a in self.attempts if a.site == site and a.step == step]
+                if mine:
+                    out.setdefault(site, {})[step] = {
+                        "jobs": len(mine),
+                        "wall_median_s": float(np.median([a.wall_s for a in mine])),
+                        "rss_max_mib": float(max((a.peak_rss or 0) / 2**20 for a in mine)),
+                    }
+        return out
+
+    def link_stats(self) -> dict[str, dict[str, float]]:
+        """ "a->b" → transfers, bytes and median throughput (MiB/s) of the link's timed transfers."""
+        out: dict[str, dict[str, float]] = {}
+        for a, b in sorted({(t.source, t.dest) for t in self.transfers}):
+            timed = [
+                t for t in self.transfers if (t.source, t.dest) == (a, b) and t.seconds and t.seconds > 0
+            ]
+            if timed:
+                out[f"{a}->{b}"] = {
+                    "transfers": len(timed),
+                    "bytes": float(sum(t.bytes for t in timed)),
+                    "median_mib_s": float(np.median([t.bytes / (t.seconds or 1) / 2**20 for t in timed])),
+                }
+        return out
+
+    def to_dict(self, images: dict[str, str]) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "release": self.release,
+            "status": self.status.to_dict(),
+            "plan": {
+                "version": self.plan.version,
+                "assignment": {str(t): s for t, s in sorted(self.plan.plan.assignment.items())},
+                "overlap": sorted(self.plan.plan.overlap),
+            },
+            "jobs": self.job_stats(),
+            "transfers": self.link_stats(),
+            "accuracy": self.accuracy.to_dict()
+            if self.accuracy is not None
+            else {"error": self.accuracy_error},
+            "overlap": [r if isinstance(r, dict) else r.to_dict() for r in self.overlap],
+            "validations": self.validations,
+            "images": images,
+        }
+
+
+def gather(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> ReportData:
+    from drp.processing import site_root
+
+    with db.session() as session:
+        camp = campaigns.get(session, cfg.name)
+        status = campaign_status(session, cfg.name)
+        stored = load_plan(session, cfg.name)
+        attempts = reports.attempt_samples(session, camp.id)
+        transfers = reports.transfer_samples(session, camp.id)
+        validations = reports.validations(session, camp.id)
+    if stored is None:
+        raise NotFoundError(f"campaign {cfg.name} has no split plan yet: nothing to report")
+    data = ReportData(
+        cfg.name,
+        cfg.campaign.release,
+        [s.name for s in catalogue.sites],
+        site_root(catalogue.lead),
+        status,
+        stored,
+        attempts,
+        transfers,
+        validations,
+    )
+    _accuracy(data)
+    _overlap(data, cfg, catalogue)
+    return data
+
+
+def _accuracy(data: ReportData) -> None:
+    from science.validate import validate_release
+
+    try:
+        data.accuracy = validate_release(data.lead_root, data.release)
+    except DrpError as err:
+        data.accuracy_error = str(err)
+
+
+def _overlap(data: ReportData, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
+    """Compare the lead's overlap outputs with each satellite's (the pulls go into a figure)."""
+    if not cfg.split.overlap or len(catalogue.sites) < 2:
+        return
+    from drp.processing import site_root
+    from science.crossval import compare_tract
+    from science.pipeline.jobs import ReleaseContext
+
+    ctx = ReleaseContext(data.lead_root, data.release)
+    lead = catalogue.lead.name
+    for other in catalogue.sites:
+        if other.name == lead:
+            continue
+        for tract in cfg.split.overlap:
+            try:
+                data.overlap.append(
+                    compare_tract(
+                        (data.lead_root, site_root(other)),
+                        (lead, other.name),
+                        data.release,
+                        tract,
+                        [p.index for p in ctx.skymap.tracts[tract].patches],
+                        ctx.bands,
+                        cfg.validation,
+                    )
+                )
+            except DrpError as err:
+                data.overlap.append({"tract": tract, "sites": [lead, other.name], "error": str(err)})

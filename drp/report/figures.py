@@ -1,0 +1,165 @@
+"""The report's figures, one function each, from :class:`ReportData` to a matplotlib Figure (or None
+when there is nothing to plot). matplotlib's object API only: no pyplot, no global backend state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from science.pipeline.jobs import ReleaseContext
+
+from .data import STEPS, ReportData
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def figure(width: float = 7.0, height: float = 4.0) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def site_colors(data: ReportData) -> dict[str, str]:
+    return {s: COLORS[i % len(COLORS)] for i, s in enumerate(data.sites)}
+
+
+def skymap(data: ReportData) -> Any:
+    """Tracts coloured by processing site, the overlap hatched."""
+    from matplotlib.patches import Patch, Rectangle
+
+    ctx = ReleaseContext(data.lead_root, data.release)
+    color = site_colors(data)
+    plan = data.plan.plan
+    fig = figure(6, 5)
+    ax = fig.add_subplot()
+    for t in ctx.skymap.tracts:
+        is_overlap = t.id in plan.overlap
+        ax.add_patch(
+            Rectangle(
+                (t.ra_deg - t.half_width_ra_deg, t.dec_deg - t.half_height_deg),
+                2 * t.half_width_ra_deg,
+                2 * t.half_height_deg,
+                facecolor="#dddddd" if is_overlap else color.get(plan.assignment.get(t.id, ""), "#999999"),
+                edgecolor="black",
+                hatch="//" if is_overlap else None,
+                alpha=0.8,
+            )
+        )
+        ax.text(t.ra_deg, t.dec_deg, str(t.id), ha="center", va="center")
+    ra0, ra1, dec0, dec1 = ctx.skymap.bounds_deg()
+    ax.set_xlim(ra1, ra0)  # RA grows to the left on the sky
+    ax.set_ylim(dec0, dec1)
+    ax.set_xlabel("RA (deg)")
+    ax.set_ylabel("Dec (deg)")
+    ax.set_title(f"{data.release}: tracts by processing site")
+    handles = [Patch(facecolor=color[s], label=s) for s in data.sites]
+    handles.append(Patch(facecolor="#dddddd", hatch="//", edgecolor="black", label="overlap (every site)"))
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    return fig
+
+
+def jobs(data: ReportData) -> Any:
+    """Wall time and peak memory per attempt, box plots by step and site."""
+    if not data.attempts:
+        return None
+    from matplotlib.patches import Patch
+
+    color = site_colors(data)
+    fig = figure(9, 4)
+    ax_wall, ax_rss = fig.subplots(1, 2)
+    width = 0.8 / max(1, len(data.sites))
+    for i, site in enumerate(data.sites):
+        mine = [[a for a in data.attempts if a.site == site and a.step == step] for step in STEPS]
+        walls = [[a.wall_s for a in per_step] for per_step in mine]
+        rss = [[(a.peak_rss or 0) / 2**20 for a in per_step] for per_step in mine]
+        pos = np.arange(len(STEPS)) + (i - (len(data.sites) - 1) / 2) * width
+        for ax, values in ((ax_wall, walls), (ax_rss, rss)):
+            keep = [k for k, v in enumerate(values) if v]
+            if keep:
+                bp = ax.boxplot(
+                    [values[k] for k in keep], positions=pos[keep], widths=width * 0.9, patch_artist=True
+                )
+                for box in bp["boxes"]:
+                    box.set_facecolor(color[site])
+    for ax, label in ((ax_wall, "wall time per attempt (s)"), (ax_rss, "peak RSS (MiB)")):
+        ax.set_xticks(range(len(STEPS)), STEPS, rotation=30)
+        ax.set_ylabel(label)
+    ax_wall.legend(handles=[Patch(facecolor=color[s], label=s) for s in data.sites], fontsize="small")
+    return fig
+
+
+def transfers(data: ReportData) -> Any:
+    """Throughput per transfer, a histogram per link."""
+    if not data.transfers:
+        return None
+    fig = figure(6, 4)
+    ax = fig.add_subplot()
+    for i, (a, b) in enumerate(sorted({(t.source, t.dest) for t in data.transfers})):
+        rates = [
+            t.bytes / t.seconds / 2**20
+            for t in data.transfers
+            if (t.source, t.dest) == (a, b) and t.seconds and t.seconds > 0
+        ]
+        if rates:
+            ax.hist(rates, bins=30, alpha=0.6, color=COLORS[i % len(COLORS)], label=f"{a} → {b}")
+    ax.set_xlabel("throughput per transfer (MiB/s)")
+    ax.set_ylabel("transfers")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def accuracy(data: ReportData) -> Any:
+    """Photometric bias and scatter per band; completeness against magnitude."""
+    acc = data.accuracy
+    if acc is None:
+        return None
+    fig = figure(9, 4)
+    ax_b, ax_c = fig.subplots(1, 2)
+    bands = [b.band for b in acc.bands]
+    ax_b.bar(np.arange(len(bands)) - 0.2, [b.bias_mmag for b in acc.bands], 0.4, label="bias")
+    ax_b.bar(np.arange(len(bands)) + 0.2, [b.scatter_mmag for b in acc.bands], 0.4, label="scatter")
+    ax_b.set_xticks(range(len(bands)), bands)
+    ax_b.set_ylabel("mmag (stars, S/N above cut)")
+    ax_b.legend(fontsize="small")
+    mags = [(c.mag_lo + c.mag_hi) / 2 for c in acc.completeness]
+    ax_c.plot(mags, [c.fraction for c in acc.completeness], marker="o")
+    ax_c.set_xlabel(f"{acc.completeness_band} magnitude")
+    ax_c.set_ylabel("completeness")
+    ax_c.set_ylim(0, 1.05)
+    return fig
+
+
+def overlap(data: ReportData) -> Any:
+    """Flux pulls of matched objects between the lead and each satellite, per band."""
+    results = [r for r in data.overlap if not isinstance(r, dict)]
+    if not data.overlap:
+        return None
+    bands = ReleaseContext(data.lead_root, data.release).bands
+    fig = figure(9, 3.5)
+    axes = fig.subplots(1, len(bands), squeeze=False)[0]
+    for res in results:
+        for ax, band in zip(axes, bands, strict=True):
+            pulls = res.pulls.get(band, [])
+            if pulls:
+                label = f"t{res.tract} vs {res.sites[1]}"
+                ax.hist(np.clip(pulls, -5, 5), bins=41, range=(-5, 5), histtype="step", label=label)
+    for ax, band in zip(axes, bands, strict=True):
+        ax.set_title(f"{band}: (f₁ − f₂)/σ")
+        ax.set_xlabel("pull")
+    axes[0].legend(fontsize="x-small")
+    return fig
+
+
+# name → (figure function, caption); the page shows them in this order
+FIGURES: dict[str, tuple[Callable[[ReportData], Any], str]] = {
+    "skymap": (skymap, "tracts coloured by processing site; overlap hatched"),
+    "transfers": (transfers, "throughput per transfer, by link"),
+    "jobs": (jobs, "wall time and peak memory per attempt, by step and site"),
+    "accuracy": (accuracy, "photometric bias and scatter per band; completeness"),
+    "overlap": (overlap, "flux pulls of matched objects between the lead and each satellite"),
+}

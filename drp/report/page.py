@@ -1,0 +1,54 @@
+"""The report page: the Jinja2 template ``templates/report.html`` filled from :class:`ReportData`."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from .data import ReportData
+from .figures import FIGURES
+
+
+@cache
+def _template() -> Any:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("drp.report", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+    )
+    return env.get_template("report.html")
+
+
+def render(data: ReportData, images: dict[str, str]) -> str:
+    s = data.status
+    checks = [
+        [
+            v["tract"],
+            v["sites"],
+            v["quantity"],
+            "-" if v["value"] is None else f"{v['value']:.4g}",
+            v["limit"],
+            "yes" if v["passed"] else "NO",
+        ]
+        for v in data.validations
+    ]
+    return str(
+        _template().render(
+            campaign=data.campaign,
+            release=data.release,
+            state=s.state,
+            message=s.message or "",
+            phases=[[p.phase, f"{p.seconds:.1f}", p.ticks, p.failures, p.message or ""] for p in s.phases],
+            replicas=[[r.site, r.state, r.files, r.bytes] for r in s.replicas],
+            transfers=[[t.source, t.dest, t.state, t.transfers, t.bytes] for t in s.transfers],
+            jobs=[[j.site, j.step, j.state, j.jobs] for j in s.jobs],
+            validations=data.validations,
+            failed=sum(not v["passed"] for v in data.validations),
+            checks=checks,
+            images=images,
+            captions={name: caption for name, (_, caption) in FIGURES.items()},
+        )
+    )
