@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import case, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -278,3 +278,13 @@ def replace_validations(session: Session, campaign: int, rows: Iterable[Validati
         )
         for r in rows
     )
+
+
+def validation_totals(session: Session, campaign: int) -> tuple[int, int]:
+    """(checks, checks passed) of the campaign's latest validation."""
+    n, passed = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((Validation.passed, 1), else_=0)), 0)).where(
+            Validation.campaign_id == campaign
+        )
+    ).one()
+    return int(n), int(passed)

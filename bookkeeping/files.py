@@ -404,3 +404,11 @@ def known_names(session: Session, names: Iterable[str], chunk: int = 500) -> set
     for i in range(0, len(wanted), chunk):
         found.update(str(n) for (n,) in session.execute(stmt, {"n": wanted[i : i + chunk]}))
     return found
+
+
+def catalogued(session: Session) -> list[tuple[str, int, str]]:
+    """(name, size, adler32) of every catalogued file, by name (for a full audit of a small release)."""
+    return [
+        (str(n), int(s), str(a))
+        for n, s, a in session.execute(text("SELECT name, size, adler32 FROM files ORDER BY name"))
+    ]

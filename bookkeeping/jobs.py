@@ -418,3 +418,15 @@ def raise_memory(
         )
         changed += res.rowcount  # type: ignore[attr-defined]
     return changed
+
+
+def totals(session: Session, campaign: int) -> tuple[int, int]:
+    """(jobs, attempts) of the campaign."""
+    n_jobs = session.scalar(select(func.count()).select_from(Job).where(Job.campaign_id == campaign))
+    n_attempts = session.scalar(
+        select(func.count())
+        .select_from(Attempt)
+        .join(Job, Job.id == Attempt.job_id)
+        .where(Job.campaign_id == campaign)
+    )
+    return int(n_jobs or 0), int(n_attempts or 0)

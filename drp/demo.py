@@ -16,10 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, text
-
+from bookkeeping import campaigns, files, jobs
 from bookkeeping.database import Database
-from bookkeeping.models import File
 from bookkeeping.queries import CampaignStatus, campaign_status
 from common.errors import ConfigError, DrpError
 from drp.campaign import CampaignDriver, TickResult
@@ -153,13 +151,10 @@ def run_demo(
         final = driver.run(on_tick=on_tick)
         result.state, result.message = final.after, final.message
         with db.session() as session:
-            catalogued = session.execute(select(File.name, File.size, File.adler32)).all()
-            result.jobs = session.execute(text("SELECT count(*) FROM jobs")).scalar_one()
-            result.attempts = session.execute(text("SELECT count(*) FROM attempts")).scalar_one()
-            result.validations, passed = session.execute(
-                text("SELECT count(*), coalesce(sum(CASE WHEN passed THEN 1 ELSE 0 END), 0) FROM validations")
-            ).one()
-            result.validations_passed = int(passed)
+            catalogued = files.catalogued(session)
+            camp = driver.campaign().id
+            result.jobs, result.attempts = jobs.totals(session, camp)
+            result.validations, result.validations_passed = campaigns.validation_totals(session, camp)
         result.files = len(catalogued)
         result.bytes = sum(size for _, size, _ in catalogued)
         # Audit: every catalogued file is read back at every site and its adler32 compared.
