@@ -37,7 +37,7 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy common bookkeeping instrumentation science sites transfer drp cli.py bench
+	$(VENV)/bin/mypy common bookkeeping instrumentation science sites transfer drp commands cli.py bench
 
 system-deps:
 	@bash scripts/install-system-deps.sh

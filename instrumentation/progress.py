@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("drp.progress")
 
@@ -50,3 +50,30 @@ def terminal_progress(description: str, total: int | None) -> Iterator[Advance]:
 
     yield advance
     log.info("%s: %d done in %.1f s", description, done, time.monotonic() - start)
+
+
+class EngineProgress:
+    """The transfer engine's progress: a rich bar on a terminal, a log line every 5 s otherwise (cron)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def __call__(self, r: Any) -> None:
+        total = r.done + r.failed + r.pending
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from rich.progress import Progress
+
+                self.bar = Progress(transient=False)
+                self.bar.start()
+                self.task = self.bar.add_task("transfers", total=total)
+            self.bar.update(self.task, completed=r.done + r.failed, total=total)
+        elif time.monotonic() - self.last >= 5:
+            self.last = time.monotonic()
+            log.info("transfers: %d done, %d failed, %d pending", r.done, r.failed, r.pending)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("common", "bookkeeping", "instrumentation", "science", "sites", "transfer", "drp", "commands")
 SQL = re.compile(
-    r"(?<![\w.])(?<!def )(text|select|update|delete|insert)\(|\bimport sqlalchemy\b|from sqlalchemy(\.\w+)* import"
+    r"(?<![\w.])(?<!def )(text|select|update|delete|insert)\("
+    r"|\bimport sqlalchemy\b|from sqlalchemy(\.\w+)* import"
 )
 
 

@@ -1,0 +1,252 @@
+"""`drp campaign`: create, drive and inspect campaigns."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common.errors import EXIT_FAILED
+
+from .context import (
+    DrpGroup,
+    campaign_driver,
+    campaign_file_arg,
+    checked_db,
+    database,
+)
+from .render import emit_json, table
+
+
+@click.group(cls=DrpGroup)
+def campaign() -> None:
+    """Create, drive and inspect campaigns."""
+
+
+def _print_tick(result: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_dict())
+    elif result.before == result.after:
+        click.echo(f"{result.campaign} [{result.after}] {result.message}")
+    else:
+        click.echo(f"{result.campaign} {result.before} → {result.after}: {result.message}")
+
+
+@campaign.command("create")
+@campaign_file_arg
+@click.pass_context
+def campaign_create(ctx: click.Context, campaign_file: Path) -> None:
+    """Record the campaign defined in CAMPAIGN_TOML (and its sites) in bookkeeping; safe to repeat."""
+    driver = campaign_driver(ctx, campaign_file)
+    created = driver.create()
+    click.echo(f"campaign {driver.name} {'created' if created else 'exists already'}")
+
+
+@campaign.command("tick")
+@campaign_file_arg
+@click.option(
+    "--push-gateway", metavar="URL", default=None, help="Push the tick's metrics to this Pushgateway."
+)
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the tick's metrics in node_exporter textfile format (atomically).",
+)
+@click.option(
+    "--site", "metrics_site", default=None, help="Grouping key site for pushed metrics (default: the lead)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def campaign_tick(
+    ctx: click.Context,
+    campaign_file: Path,
+    push_gateway: str | None,
+    textfile: Path | None,
+    metrics_site: str | None,
+    as_json: bool,
+) -> None:
+    """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
+    with a message. Exit 0 done, 3 in progress, 1 failed. With --push-gateway/--textfile the campaign's
+    metrics and the tick's duration and outcome reach Prometheus although the process exits."""
+    import time
+
+    from drp.locking import CampaignBusy
+
+    driver = campaign_driver(ctx, campaign_file)
+    driver.create()
+    started = time.monotonic()
+    try:
+        result = driver.tick()
+    except CampaignBusy as busy:
+        click.echo(f"drp: {busy}", err=True)
+        return
+    _print_tick(result, as_json)
+    if push_gateway or textfile:
+        from instrumentation.exporter import PushError, push, tick_registry, write_textfile
+
+        registry = tick_registry(driver.db, driver.name, result, time.monotonic() - started)
+        if textfile:
+            write_textfile(registry, textfile)
+        if push_gateway:
+            try:
+                push(registry, push_gateway, driver.name, metrics_site or driver.catalogue.lead.name)
+            except PushError as err:  # the tick did its work; say the push failed, keep its exit code
+                click.echo(f"drp: warning: {err}", err=True)
+    sys.exit(result.exit_code)
+
+
+@campaign.command("plan")
+@campaign_file_arg
+@click.pass_context
+def campaign_plan(ctx: click.Context, campaign_file: Path) -> None:
+    """Create the campaign if needed and run its plan phase (then see `drp plan show`)."""
+    from bookkeeping.states import CampaignState
+
+    driver = campaign_driver(ctx, campaign_file)
+    driver.create()
+    state = driver.campaign().state
+    if state is not CampaignState.CREATED:
+        click.echo(f"campaign {driver.name} is {state.name}: already planned")
+        return
+    _print_tick(driver.tick(), False)
+
+
+@campaign.command("run")
+@campaign_file_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the last tick as JSON.")
+@click.pass_context
+def campaign_run(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Tick until the campaign is DONE or FAILED (safe to interrupt and run again: it resumes)."""
+    driver = campaign_driver(ctx, campaign_file)
+    driver.create()
+    result = driver.run(on_tick=None if as_json else lambda r: _print_tick(r, False))
+    if as_json:
+        _print_tick(result, True)
+    sys.exit(result.exit_code)
+
+
+@campaign.command("report")
+@campaign_file_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the report's numbers as JSON.")
+@click.pass_context
+def campaign_report(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Write the HTML report with PNG plots (sky map by site, jobs, transfers, accuracy against truth,
+    overlap residuals) under WORKDIR/reports/CAMPAIGN/ and print its path."""
+    from drp.campaign_config import load_campaign
+    from drp.report import build_report
+    from sites.catalogue import load_catalogue
+
+    cfg = load_campaign(campaign_file)
+    report = build_report(checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+    if as_json:
+        emit_json({**report.data, "html": str(report.html)})
+    else:
+        click.echo(str(report.html))
+
+
+@campaign.command("retry")
+@campaign_file_arg
+@click.pass_context
+def campaign_retry(ctx: click.Context, campaign_file: Path) -> None:
+    """Send a FAILED campaign back to the phase it failed in (failed transfers re-queued)."""
+    click.echo(campaign_driver(ctx, campaign_file).retry())
+
+
+@campaign.command("cancel")
+@campaign_file_arg
+@click.pass_context
+def campaign_cancel(ctx: click.Context, campaign_file: Path) -> None:
+    """Stop the campaign and its sites' runs (CANCELLED; job reports and copies already made stay)."""
+    click.echo(campaign_driver(ctx, campaign_file).cancel())
+
+
+@campaign.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def campaign_status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The operators' dashboard: phases with start, duration, ticks and failures; files by site and replica
+    state; jobs by site, step and state with attempts, failures and time span; transfers by link; the
+    overlap validation per tract. Exit 1 if the campaign FAILED."""
+    from bookkeeping.queries import campaign_status
+
+    bk = database(ctx)
+    bk.check_schema()
+    with bk.session() as session:
+        status = campaign_status(session, name)
+    if as_json:
+        emit_json(status.to_dict())
+    else:
+        _print_status(status)
+    if status.state == "FAILED":
+        sys.exit(EXIT_FAILED)
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _print_status(status: Any) -> None:
+    title = f"campaign {status.campaign} [{status.state}]"
+    if status.message:
+        click.echo(f"{title}: {status.message}")
+    if status.phases:
+        table(
+            "phases",
+            ["phase", "started", "seconds", "ticks", "failures", "last message"],
+            [
+                [
+                    p.phase,
+                    _when(p.started_at),
+                    f"{p.seconds:.1f}",
+                    p.ticks,
+                    p.failures,
+                    (p.message or "")[:80],
+                ]
+                for p in status.phases
+            ],
+        )
+    if status.steps:
+        table(
+            "attempts by site and step",
+            ["site", "step", "attempts", "failed", "first start", "seconds"],
+            [
+                [
+                    st.site,
+                    st.step,
+                    st.attempts,
+                    st.failed_attempts,
+                    _when(st.started_at),
+                    f"{st.seconds:.1f}" if st.seconds is not None else "-",
+                ]
+                for st in status.steps
+            ],
+        )
+    if status.validations:
+        table(
+            "overlap validation",
+            ["tract", "sites", "checks", "failed"],
+            [[v.tract, v.sites, v.checks, v.failed] for v in status.validations],
+        )
+    table(
+        f"{title}: files by site and replica state",
+        ["site", "state", "files", "bytes"],
+        [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
+    )
+    if status.jobs:
+        table(
+            "jobs by site, step and state",
+            ["site", "step", "state", "jobs"],
+            [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
+        )
+    if status.transfers:
+        table(
+            "transfers by link and state",
+            ["source", "dest", "state", "transfers", "bytes"],
+            [[t.source, t.dest, t.state, t.transfers, t.bytes] for t in status.transfers],
+        )

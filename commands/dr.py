@@ -1,0 +1,352 @@
+"""`drp dr`: disaster recovery."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from instrumentation.progress import EngineProgress
+
+from .context import (
+    DrpGroup,
+    campaign_driver,
+    campaign_file_arg,
+    checked_db,
+    replication,
+    sites_opt,
+)
+from .render import emit_json, ranges, table
+
+
+@click.group(cls=DrpGroup)
+def dr() -> None:
+    """Disaster recovery: replica coverage, storage audits, recovery, full copies, site failover.
+
+    Nothing here deletes a catalogued replica. Dark files (on storage, not catalogued) are only
+    deleted with `audit --delete-dark`, and never when they are the last copy of a catalogued file.
+    """
+
+
+_dr_max_seconds = click.option(
+    "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
+)
+
+
+@contextmanager
+def engine_bar_unless(dry_run: bool) -> Iterator[Any]:
+    """The engine's progress bar for commands that copy (none in a dry run), always closed."""
+    bar = None if dry_run else EngineProgress()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@dr.command("status")
+@click.option("--release", "scope", default=None, help="Only this release (catalogue scope).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_status(ctx: click.Context, scope: str | None, as_json: bool) -> None:
+    """Per site and dataset type, how much has a verified replica there; what lacks a second copy.
+
+    Exit 0 when every file has at least two verified copies, 1 otherwise.
+    """
+    from transfer.dr import status
+
+    with checked_db(ctx).session() as session:
+        st = status(session, scope=scope)
+    if as_json:
+        emit_json(st.to_dict())
+    else:
+        sites = sorted(st.sites)
+        table(
+            "verified replicas (AVAILABLE) per site",
+            ["release", "type", "files", "GiB", *sites],
+            [
+                [t.scope, t.type, f"{t.files:,}", f"{t.bytes / 2**30:,.2f}"]
+                + [_pct(t.available.get(x, 0), t.files) for x in sites]
+                for t in st.types
+            ],
+        )
+        down = [x for x, ok in st.sites.items() if not ok]
+        if down:
+            click.echo(f"failed over (unavailable): {', '.join(down)}")
+        click.echo(
+            f"{st.files:,} files: {st.single_copy:,} with a single verified copy "
+            f"({', '.join(f'{k} {v:,}' for k, v in st.single_copy_at.items()) or 'none'}), "
+            f"{st.no_copy:,} with none"
+        )
+        for name, where in st.examples:
+            click.echo(f"  {name}: {where}")
+    sys.exit(st.exit_code)
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{n:,} ({100 * n / total:.1f}%)" if total else "-"
+
+
+@dr.command("audit")
+@click.option("--site", "site_name", required=True, help="Site whose storage to walk.")
+@click.option("--verify-checksums", is_flag=True, help="Read every file and compare its adler32 too.")
+@click.option(
+    "--sample",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Check only this fraction of the catalogued files (by hash of the name; no walk, no dark files).",
+)
+@click.option("--prefix", default="", help="Only this directory under the site root (e.g. dr1/coadd).")
+@click.option(
+    "--delete-dark", is_flag=True, help="Delete dark files (never the last copy of a catalogued file)."
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Checksum threads.")
+@click.option("--dry-run", is_flag=True, help="Report only: record nothing, declare nothing, delete nothing.")
+@sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_audit(
+    ctx: click.Context,
+    site_name: str,
+    verify_checksums: bool,
+    sample: float | None,
+    prefix: str,
+    delete_dark: bool,
+    workers: int,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare a site's storage with the catalogue: LOST (catalogued, absent), CORRUPT (size or adler32
+    differs), DARK (present, not catalogued there).
+
+    Findings are recorded (time and reason) and LOST/CORRUPT replicas declared to the replication
+    back-end, which queues fresh copies for the rules that need them; `drp dr recover` finishes the
+    job. Exit 0 when nothing is lost or corrupt (dark files are reported), 1 otherwise.
+    """
+    from instrumentation.progress import terminal_progress
+    from transfer.dr import audit
+
+    catalogue, backend = replication(sites_path)
+    report = audit(
+        checked_db(ctx),
+        catalogue,
+        backend,
+        site_name,
+        verify_checksums=verify_checksums,
+        sample=sample,
+        prefix=prefix,
+        delete_dark=delete_dark,
+        dry_run=dry_run,
+        workers=workers,
+        progress=terminal_progress,
+    )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        counts = report.to_dict()["counts"]
+        rate = report.bytes_read / 2**20 / report.seconds if report.seconds else 0.0
+        click.echo(
+            f"audit {report.audit_id or '(dry run)'} of {site_name}: {report.checked:,} of "
+            f"{report.catalogued:,} catalogued replicas checked"
+            + (
+                f", {report.bytes_read / 2**20:,.1f} MiB checksummed ({rate:,.0f} MiB/s)"
+                if report.checksums
+                else ""
+            )
+            + f" in {report.seconds:.1f} s: {counts['LOST']} lost, {counts['CORRUPT']} corrupt, "
+            f"{counts['DARK']} dark"
+        )
+        if report.findings:
+            table(
+                None,
+                ["kind", "file", "reason", "action"],
+                [[f.kind.value, f.name, f.reason, f.action or ""] for f in report.findings[:200]],
+            )
+        if len(report.findings) > 200:
+            click.echo(f"  … {len(report.findings) - 200} more (--json lists all)")
+        if report.outside:
+            click.echo(
+                "not judged (no catalogued files of these types here): "
+                + ", ".join(f"{k} ({v:,})" for k, v in report.outside.items())
+            )
+    sys.exit(report.exit_code)
+
+
+@dr.command("recover")
+@click.option("--site", "site_name", required=True, help="Site whose BAD/LOST replicas to restore.")
+@_dr_max_seconds
+@click.option("--dry-run", is_flag=True, help="Say what would be copied and what cannot be; change nothing.")
+@sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_recover(
+    ctx: click.Context,
+    site_name: str,
+    max_seconds: float | None,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Re-copy the site's BAD and LOST replicas from a healthy site (verified copies only).
+
+    Files with no verified copy anywhere else are listed as unrecoverable and left in place. Exit 0 when
+    everything was restored, 1 if something could not be, 3 if --max-seconds left copies pending.
+    """
+    from transfer.dr import recover
+
+    catalogue, backend = replication(sites_path)
+    with engine_bar_unless(dry_run) as bar:
+        report = recover(
+            checked_db(ctx),
+            catalogue,
+            backend,
+            site_name,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            on_round=bar,
+        )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        verb = "would re-copy" if dry_run else "recovered"
+        done = report.to_recover if dry_run else report.recovered
+        click.echo(
+            f"{site_name}: {verb} {done:,} of {report.to_recover:,} replicas"
+            + ("" if dry_run else f" ({report.bytes / 2**20:,.1f} MiB), {report.pending:,} pending")
+            + f"; {len(report.unrecoverable):,} unrecoverable, {len(report.failed):,} failed"
+        )
+        for name, why in report.unrecoverable[:50]:
+            click.echo(f"  UNRECOVERABLE {name}: {why}")
+        for name, why in report.failed[:50]:
+            click.echo(f"  FAILED {name}: {why}")
+    sys.exit(report.exit_code)
+
+
+@dr.command("replicate")
+@click.option("--to", "site_name", required=True, help="Site that must hold the full release.")
+@click.option("--release", "scope", required=True, help="Release (catalogue scope), e.g. dr1.")
+@_dr_max_seconds
+@click.option("--dry-run", is_flag=True, help="Say how much is missing; change nothing.")
+@sites_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_replicate(
+    ctx: click.Context,
+    site_name: str,
+    scope: str,
+    max_seconds: float | None,
+    dry_run: bool,
+    sites_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Make a site hold every file of a release: one rule per dataset (`site=S`), then verified copies.
+
+    Idempotent. Exit 0 when the site holds everything, 1 if a rule is STUCK, 3 if work is left.
+    """
+    from transfer.dr import replicate
+
+    catalogue, backend = replication(sites_path)
+    with engine_bar_unless(dry_run) as bar:
+        report = replicate(
+            checked_db(ctx),
+            catalogue,
+            backend,
+            site_name,
+            scope,
+            dry_run=dry_run,
+            max_seconds=max_seconds,
+            on_round=bar,
+        )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(
+            f"{site_name}: {report.missing_files:,} files ({report.missing_bytes / 2**30:,.2f} GiB) of "
+            f"{report.datasets:,} datasets were missing"
+            + (
+                ""
+                if dry_run
+                else f"; {report.rules_added:,} rules added, {report.copied:,} copied, "
+                f"{report.failed:,} given up, {report.pending:,} still missing"
+            )
+        )
+        for line in report.unreachable[:20]:
+            click.echo(f"  STUCK {line}")
+    sys.exit(report.exit_code)
+
+
+@dr.command("failover")
+@campaign_file_arg
+@click.option("--from", "source", required=True, help="The site that is lost or must stop processing.")
+@click.option("--to", "target", required=True, help="The site that takes over its unfinished tracts.")
+@click.option(
+    "--include-finished",
+    is_flag=True,
+    help="Move the source's finished tracts too (its storage is lost: their outputs cannot be read).",
+)
+@click.option("--dry-run", is_flag=True, help="Say which tracts would move; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_failover(
+    ctx: click.Context,
+    campaign_file: Path,
+    source: str,
+    target: str,
+    include_finished: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Mark a site unavailable and move its unfinished processing, and the rules that feed it, to
+    another site; the campaign then continues (`drp campaign tick`). Reversed by `drp dr failback`.
+
+    Rules are suspended and replaced, never deleted; queued copies to the lost site are cancelled.
+    """
+    from drp.failover import failover
+
+    report = failover(
+        campaign_driver(ctx, campaign_file),
+        source,
+        target,
+        include_finished=include_finished,
+        dry_run=dry_run,
+    )
+    _print_failover(report, as_json)
+
+
+@dr.command("failback")
+@campaign_file_arg
+@click.option("--site", "site_name", required=True, help="The failed-over site that is back.")
+@click.option("--dry-run", is_flag=True, help="Say which tracts would go back; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dr_failback(
+    ctx: click.Context, campaign_file: Path, site_name: str, dry_run: bool, as_json: bool
+) -> None:
+    """Give a site back the tracts moved away by its failover that are not finished yet, make it
+    available again and restore its rules (the replacements are suspended)."""
+    from drp.failover import failback
+
+    _print_failover(failback(campaign_driver(ctx, campaign_file), site_name, dry_run=dry_run), as_json)
+
+
+def _print_failover(report: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    prefix = "(dry run) " if report.dry_run else ""
+    click.echo(
+        f"{prefix}{report.action} {report.from_site} → {report.to_site}: "
+        f"{len(report.tracts_moved)} tract(s) move ({ranges(report.tracts_moved) or 'none'}), "
+        f"{len(report.tracts_kept)} stay ({ranges(report.tracts_kept) or 'none'})"
+    )
+    if not report.dry_run:
+        click.echo(
+            f"  split plan v{report.plan_version}; {len(report.rules_replaced)} rule(s) replaced, "
+            f"{report.transfers_cancelled} queued copies and {report.jobs_cancelled} jobs cancelled; "
+            f"campaign {report.state_before} → {report.state_after}"
+        )
