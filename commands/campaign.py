@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from common.errors import EXIT_FAILED
 
+from . import render
 from .context import (
     DrpGroup,
     campaign_driver,
@@ -17,21 +17,11 @@ from .context import (
     checked_db,
     database,
 )
-from .render import emit_json, table
 
 
 @click.group(cls=DrpGroup)
 def campaign() -> None:
     """Create, drive and inspect campaigns."""
-
-
-def _print_tick(result: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(result.to_dict())
-    elif result.before == result.after:
-        click.echo(f"{result.campaign} [{result.after}] {result.message}")
-    else:
-        click.echo(f"{result.campaign} {result.before} → {result.after}: {result.message}")
 
 
 @campaign.command("create")
@@ -71,30 +61,20 @@ def campaign_tick(
     """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
     with a message. Exit 0 done, 3 in progress, 1 failed. With --push-gateway/--textfile the campaign's
     metrics and the tick's duration and outcome reach Prometheus although the process exits."""
-    import time
-
     from drp.locking import CampaignBusy
+    from instrumentation.exporter import TickMetrics
 
     driver = campaign_driver(ctx, campaign_file)
-    driver.create()
-    started = time.monotonic()
+    publish = TickMetrics(push_gateway, textfile, metrics_site or driver.catalogue.lead.name)
     try:
+        driver.create()
         result = driver.tick()
     except CampaignBusy as busy:
         click.echo(f"drp: {busy}", err=True)
         return
-    _print_tick(result, as_json)
-    if push_gateway or textfile:
-        from instrumentation.exporter import PushError, push, tick_registry, write_textfile
-
-        registry = tick_registry(driver.db, driver.name, result, time.monotonic() - started)
-        if textfile:
-            write_textfile(registry, textfile)
-        if push_gateway:
-            try:
-                push(registry, push_gateway, driver.name, metrics_site or driver.catalogue.lead.name)
-            except PushError as err:  # the tick did its work; say the push failed, keep its exit code
-                click.echo(f"drp: warning: {err}", err=True)
+    render.tick(result, as_json)
+    for warning in publish(driver.db, driver.name, result):  # the tick's exit code stands
+        click.echo(f"drp: warning: {warning}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -111,7 +91,7 @@ def campaign_plan(ctx: click.Context, campaign_file: Path) -> None:
     if state is not CampaignState.CREATED:
         click.echo(f"campaign {driver.name} is {state.name}: already planned")
         return
-    _print_tick(driver.tick(), False)
+    render.tick(driver.tick(), False)
 
 
 @campaign.command("run")
@@ -122,9 +102,9 @@ def campaign_run(ctx: click.Context, campaign_file: Path, as_json: bool) -> None
     """Tick until the campaign is DONE or FAILED (safe to interrupt and run again: it resumes)."""
     driver = campaign_driver(ctx, campaign_file)
     driver.create()
-    result = driver.run(on_tick=None if as_json else lambda r: _print_tick(r, False))
+    result = driver.run(on_tick=None if as_json else lambda r: render.tick(r, False))
     if as_json:
-        _print_tick(result, True)
+        render.tick(result, True)
     sys.exit(result.exit_code)
 
 
@@ -141,10 +121,7 @@ def campaign_report(ctx: click.Context, campaign_file: Path, as_json: bool) -> N
 
     cfg = load_campaign(campaign_file)
     report = build_report(checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
-    if as_json:
-        emit_json({**report.data, "html": str(report.html)})
-    else:
-        click.echo(str(report.html))
+    render.report(report, as_json)
 
 
 @campaign.command("retry")
@@ -177,76 +154,6 @@ def campaign_status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     bk.check_schema()
     with bk.session() as session:
         status = campaign_status(session, name)
-    if as_json:
-        emit_json(status.to_dict())
-    else:
-        _print_status(status)
+    render.campaign_status(status, as_json)
     if status.state == "FAILED":
         sys.exit(EXIT_FAILED)
-
-
-def _when(ts: float | None) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _print_status(status: Any) -> None:
-    title = f"campaign {status.campaign} [{status.state}]"
-    if status.message:
-        click.echo(f"{title}: {status.message}")
-    if status.phases:
-        table(
-            "phases",
-            ["phase", "started", "seconds", "ticks", "failures", "last message"],
-            [
-                [
-                    p.phase,
-                    _when(p.started_at),
-                    f"{p.seconds:.1f}",
-                    p.ticks,
-                    p.failures,
-                    (p.message or "")[:80],
-                ]
-                for p in status.phases
-            ],
-        )
-    if status.steps:
-        table(
-            "attempts by site and step",
-            ["site", "step", "attempts", "failed", "first start", "seconds"],
-            [
-                [
-                    st.site,
-                    st.step,
-                    st.attempts,
-                    st.failed_attempts,
-                    _when(st.started_at),
-                    f"{st.seconds:.1f}" if st.seconds is not None else "-",
-                ]
-                for st in status.steps
-            ],
-        )
-    if status.validations:
-        table(
-            "overlap validation",
-            ["tract", "sites", "checks", "failed"],
-            [[v.tract, v.sites, v.checks, v.failed] for v in status.validations],
-        )
-    table(
-        f"{title}: files by site and replica state",
-        ["site", "state", "files", "bytes"],
-        [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
-    )
-    if status.jobs:
-        table(
-            "jobs by site, step and state",
-            ["site", "step", "state", "jobs"],
-            [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
-        )
-    if status.transfers:
-        table(
-            "transfers by link and state",
-            ["source", "dest", "state", "transfers", "bytes"],
-            [[t.source, t.dest, t.state, t.transfers, t.bytes] for t in status.transfers],
-        )

@@ -3,6 +3,8 @@ builds from its options (the database, the site catalogue with its clients check
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,16 @@ def campaign_driver(ctx: click.Context, campaign_file: Path) -> Any:
 
     cfg = load_campaign(campaign_file)
     return CampaignDriver(checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+
+
+@contextmanager
+def engine_bar(enabled: bool = True) -> Iterator[Any]:
+    """The transfer engine's progress bar for commands that copy (None when disabled), always closed."""
+    from instrumentation.progress import EngineProgress
+
+    bar = EngineProgress() if enabled else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()

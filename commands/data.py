@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import click
 
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS
-from instrumentation.progress import EngineProgress
 
+from . import render
 from .context import (
     DrpGroup,
     checked_db,
+    engine_bar,
     replication,
     sites_opt,
 )
-from .render import emit_json, table
+from .render import emit_json
 
 
 @click.group(cls=DrpGroup)
@@ -58,12 +57,7 @@ def data_register(
         campaign=campaign,
         progress=terminal_progress,
     )
-    if as_json:
-        emit_json(asdict(result))
-    else:
-        click.echo(
-            f"{dataset}: {result.n_files:,} files ({result.n_bytes:,} bytes) registered at {site_name}"
-        )
+    render.registered(dataset, site_name, result, as_json)
 
 
 @data.command("ls")
@@ -76,24 +70,7 @@ def data_ls(ctx: click.Context, scope: str | None, as_json: bool) -> None:
 
     with checked_db(ctx).session() as session:
         rows = dataset_summaries(session, scope)
-    if as_json:
-        emit_json([asdict(r) for r in rows])
-        return
-    table(
-        None,
-        ["dataset", "files", "bytes", "available at", "other"],
-        [
-            [
-                r.dataset,
-                r.files,
-                r.bytes,
-                ", ".join(f"{s} {n}" for s, n in sorted(r.available.items())) or "-",
-                "; ".join(f"{s} " + ", ".join(f"{k} {v}" for k, v in st.items()) for s, st in r.other.items())
-                or "-",
-            ]
-            for r in rows
-        ],
-    )
+    render.datasets(rows, as_json)
 
 
 @data.command("replicas")
@@ -111,21 +88,12 @@ def data_replicas(
     _, backend = replication(sites_path)
     with checked_db(ctx).session() as session:
         rows = list(iter_replicas(session, backend, dataset, site=site_name))
-    if as_json:
-        emit_json([dict(zip(("file", "site", "state", "bytes", "adler32"), r, strict=True)) for r in rows])
-        return
-    table(None, ["file", "site", "state", "bytes", "adler32"], [list(r) for r in rows])
+    render.replicas(rows, as_json)
 
 
 @click.group(cls=DrpGroup)
 def rules() -> None:
     """Replication rules: keep N copies of a dataset on the sites an expression selects."""
-
-
-def _rule_dict(r: Any) -> dict[str, Any]:
-    out = asdict(r)
-    out["state"] = r.state.name
-    return out
 
 
 @rules.command("add")
@@ -150,10 +118,7 @@ def rules_add(
     _, backend = replication(sites_path)
     with checked_db(ctx).session() as session:
         info = backend.add_rule(session, dataset, expression, copies, campaign=campaign)
-    if as_json:
-        emit_json(_rule_dict(info))
-    else:
-        click.echo(f"rule {info.id}: {info.dataset} → {', '.join(info.sites) or '-'} [{info.state.name}]")
+    render.rule_added(info, as_json)
 
 
 @rules.command("ls")
@@ -171,27 +136,7 @@ def rules_ls(
     _, backend = replication(sites_path)
     with checked_db(ctx).session() as session:
         rows = backend.rules(session, dataset=dataset, state=RuleState[state.upper()] if state else None)
-    if as_json:
-        emit_json([_rule_dict(r) for r in rows])
-    else:
-        table(
-            None,
-            ["id", "dataset", "expression", "sites", "state", "ok", "replicating", "stuck", "reason"],
-            [
-                [
-                    r.id,
-                    r.dataset,
-                    r.expression,
-                    ",".join(r.sites),
-                    r.state.name,
-                    r.locks_ok,
-                    r.locks_replicating,
-                    r.locks_stuck,
-                    r.stuck_reason or "",
-                ]
-                for r in rows
-            ],
-        )
+    render.rules(rows, as_json)
     if any(r.state is RuleState.STUCK for r in rows):
         sys.exit(EXIT_FAILED)
 
@@ -204,29 +149,11 @@ def rules_ls(
 def rules_show(ctx: click.Context, rule_id: int, sites_path: Path | None, as_json: bool) -> None:
     """One rule: state, placement, locks, the stuck reason, and its transfers that are not done."""
     from bookkeeping.states import RuleState
-    from bookkeeping.transfers import list_transfers
+    from transfer.ops import rule_detail
 
     _, backend = replication(sites_path)
-    with checked_db(ctx).session() as session:
-        info = backend.rule(session, rule_id)
-        pending = [t for t in list_transfers(session, rule=rule_id, limit=100_000) if t.state != "DONE"]
-    if as_json:
-        emit_json({**_rule_dict(info), "transfers_not_done": [asdict(t) for t in pending]})
-    else:
-        click.echo(f"rule {info.id}: {info.dataset} → {info.expression} ×{info.copies}")
-        click.echo(f"  state     {info.state.name}")
-        click.echo(f"  sites     {', '.join(info.sites) or '-'}")
-        click.echo(
-            f"  locks     {info.locks_ok} ok, {info.locks_replicating} replicating, {info.locks_stuck} stuck"
-        )
-        if info.stuck_reason:
-            click.echo(f"  reason    {info.stuck_reason}")
-        for t in pending[:20]:
-            click.echo(
-                f"  transfer {t.id} {t.file} {t.source}→{t.dest} {t.state} ×{t.attempts} {t.error or ''}"
-            )
-        if len(pending) > 20:
-            click.echo(f"  … and {len(pending) - 20} more transfers not done (--json lists all)")
+    info, pending = rule_detail(checked_db(ctx), backend, rule_id)
+    render.rule_detail(info, pending, as_json)
     if info.state is RuleState.STUCK:
         sys.exit(EXIT_FAILED)
 
@@ -251,25 +178,12 @@ def transfer_run(
     Exit 0 when idle with nothing failed, 3 when stopped by --max-seconds with work left, 1 if
     transfers were given up (see `drp rules ls --state stuck`).
     """
-    from transfer.engine import TransferEngine
+    from transfer.engine import run_until_idle
 
     catalogue, backend = replication(sites_path)
-    engine = TransferEngine(checked_db(ctx), catalogue, backend)
-    bar = EngineProgress()
-    try:
-        report = engine.run(max_seconds=max_seconds, progress=bar)
-    finally:
-        engine.close()
-        bar.close()
-    if as_json:
-        emit_json(asdict(report))
-    else:
-        click.echo(
-            f"{report.done:,} copied ({report.bytes_done / 2**20:,.1f} MiB), {report.retried:,} retried, "
-            f"{report.failed:,} given up, {report.pending:,} pending"
-        )
-        for e in report.errors[:5]:
-            click.echo(f"  error: {e}", err=True)
+    with engine_bar() as bar:
+        report = run_until_idle(checked_db(ctx), catalogue, backend, max_seconds=max_seconds, progress=bar)
+    render.engine_report(report, as_json)
     if report.failed:
         sys.exit(EXIT_FAILED)
     if report.pending:
@@ -296,26 +210,7 @@ def transfer_ls(
         rows = list_transfers(
             session, state=TransferState[state.upper()] if state else None, rule=rule_id, limit=limit
         )
-    if as_json:
-        emit_json([asdict(r) for r in rows])
-        return
-    table(
-        None,
-        ["id", "file", "link", "state", "attempts", "bytes", "seconds", "error"],
-        [
-            [
-                r.id,
-                r.file,
-                f"{r.source}→{r.dest}",
-                r.state,
-                r.attempts,
-                r.bytes,
-                f"{r.seconds:.2f}" if r.seconds is not None else "",
-                r.error or "",
-            ]
-            for r in rows
-        ],
-    )
+    render.transfers(rows, as_json)
 
 
 @transfer.command("retry")

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-
-from instrumentation.progress import EngineProgress
 
 from .context import (
     DrpGroup,
     campaign_driver,
     campaign_file_arg,
     checked_db,
+    engine_bar,
     replication,
     sites_opt,
 )
@@ -35,17 +32,6 @@ def dr() -> None:
 _dr_max_seconds = click.option(
     "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
 )
-
-
-@contextmanager
-def engine_bar_unless(dry_run: bool) -> Iterator[Any]:
-    """The engine's progress bar for commands that copy (none in a dry run), always closed."""
-    bar = None if dry_run else EngineProgress()
-    try:
-        yield bar
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 @dr.command("status")
@@ -200,7 +186,7 @@ def dr_recover(
     from transfer.dr import recover
 
     catalogue, backend = replication(sites_path)
-    with engine_bar_unless(dry_run) as bar:
+    with engine_bar(not dry_run) as bar:
         report = recover(
             checked_db(ctx),
             catalogue,
@@ -251,7 +237,7 @@ def dr_replicate(
     from transfer.dr import replicate
 
     catalogue, backend = replication(sites_path)
-    with engine_bar_unless(dry_run) as bar:
+    with engine_bar(not dry_run) as bar:
         report = replicate(
             checked_db(ctx),
             catalogue,

@@ -51,7 +51,7 @@ from drp.split import site_expression, tract_dataset
 from science.pipeline.jobs import ReleaseContext
 from sites.catalogue import SiteCatalogue, SiteConfig, require_clients
 from transfer.checksum import adler32_file
-from transfer.engine import TransferEngine
+from transfer.engine import run_until_idle
 from transfer.replication.base import ReplicationBackend
 from transfer.replication.registry import get_replication
 
@@ -262,11 +262,9 @@ class CampaignDriver:
         )
 
     def _replicate(self, then: CampaignState) -> tuple[CampaignState, str]:
-        engine = TransferEngine(self.db, self.catalogue, self.replication)
-        try:
-            report = engine.run(max_seconds=self.cfg.ticks.transfer_seconds, poll_s=0.2)
-        finally:
-            engine.close()
+        report = run_until_idle(
+            self.db, self.catalogue, self.replication, max_seconds=self.cfg.ticks.transfer_seconds, poll_s=0.2
+        )
         with self.db.session() as session:
             camp = campaigns.get(session, self.name)
             ours = {r.id for r in ruledb.listed(session, campaign_id=camp.id)}

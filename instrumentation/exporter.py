@@ -113,3 +113,26 @@ def write_textfile(registry: CollectorRegistry, path: Path) -> None:
     """node_exporter textfile format; prometheus_client writes a temporary file and renames it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
+
+
+class TickMetrics:
+    """What a cron tick reports to Prometheus although its process exits: created before the tick
+    (it times it), called after it; pushes to a Pushgateway and/or writes a textfile. Returns the
+    warnings to print: a failed push never changes the tick's outcome."""
+
+    def __init__(self, push_gateway: str | None, textfile: Path | None, site: str) -> None:
+        self.push_gateway, self.textfile, self.site = push_gateway, textfile, site
+        self.started = time.monotonic()
+
+    def __call__(self, db: Database, campaign: str, result: Any) -> list[str]:
+        if not (self.push_gateway or self.textfile):
+            return []
+        registry = tick_registry(db, campaign, result, time.monotonic() - self.started)
+        if self.textfile:
+            write_textfile(registry, self.textfile)
+        if self.push_gateway:
+            try:
+                push(registry, self.push_gateway, campaign, self.site)
+            except PushError as err:
+                return [str(err)]
+        return []

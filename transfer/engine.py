@@ -270,3 +270,20 @@ class TransferEngine:
             if finished:
                 with self.db.session() as session:
                     self._record(session, finished, {r.id: r for r in rows}, report)
+
+
+def run_until_idle(
+    db: Database,
+    catalogue: SiteCatalogue,
+    backend: ReplicationBackend,
+    *,
+    max_seconds: float | None = None,
+    progress: Callable[[EngineReport], None] | None = None,
+    poll_s: float = 1.0,
+) -> EngineReport:
+    """Run an engine until nothing is queued or in flight (or ``max_seconds``), then release its movers."""
+    engine = TransferEngine(db, catalogue, backend)
+    try:
+        return engine.run(max_seconds=max_seconds, progress=progress, poll_s=poll_s)
+    finally:
+        engine.close()

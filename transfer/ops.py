@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow, RegisterResult, check_name
+from bookkeeping.transfers import TransferInfo, list_transfers
 from common.errors import InvalidInputError, NotFoundError
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import SiteCatalogue
@@ -74,3 +76,11 @@ def iter_replicas(
     for r in backend.replicas(session, dataset):
         if site is None or r.site == site:
             yield r.name, r.site, r.state.name, r.size, r.adler32
+
+
+def rule_detail(db: Database, backend: ReplicationBackend, rule_id: int) -> tuple[Any, list[TransferInfo]]:
+    """The rule as its back-end sees it, and its transfers that are not DONE (newest first)."""
+    with db.session() as session:
+        info = backend.rule(session, rule_id)
+        pending = [t for t in list_transfers(session, rule=rule_id, limit=100_000) if t.state != "DONE"]
+    return info, pending

@@ -311,3 +311,12 @@ def job_main(ctx: ReleaseContext, name: str) -> int:
 def preload() -> None:
     """Import every step now, so forked workers start with them loaded (1.2 s of imports per job)."""
     from science.pipeline import calibrate, coadd, measure, merge, warp  # noqa: F401
+
+
+def run_named_job(
+    root: Path, release: str | None, name: str | None, step: str | None, data_id: str | None
+) -> JobResult:
+    """Run a job given by its name, or by STEP and a data id as JSON (what `drp jobs run` takes)."""
+    job = Job.from_name(name) if name else Job(str(step), parse_data_id(str(data_id)))
+    ctx = ReleaseContext.discover(root, release)
+    return run_job(ctx, ctx.check(job.step, job.data_id))

@@ -20,7 +20,7 @@ from bookkeeping.transfers import TransferRow, add_transfers
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue
 
-from ..engine import EngineReport, TransferEngine
+from ..engine import EngineReport, run_until_idle
 from ..replication.base import ReplicationBackend
 
 
@@ -44,20 +44,6 @@ class RecoverReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exit_code": self.exit_code}
-
-
-def _run_engine(
-    db: Database,
-    catalogue: SiteCatalogue,
-    backend: ReplicationBackend,
-    max_seconds: float | None,
-    on_round: Callable[[EngineReport], None] | None,
-) -> EngineReport:
-    engine = TransferEngine(db, catalogue, backend)
-    try:
-        return engine.run(max_seconds=max_seconds, progress=on_round, poll_s=0.2)
-    finally:
-        engine.close()
 
 
 def recover(
@@ -100,7 +86,7 @@ def recover(
             set_replica_states(session, ((t.file_id, site_id, ReplicaState.COPYING) for t in queue))
             add_transfers(session, None, queue)
             log_event(session, "dr.recover", subject=site, payload={"queued": len(queue)})
-    _run_engine(db, catalogue, backend, max_seconds, on_round)
+    run_until_idle(db, catalogue, backend, max_seconds=max_seconds, progress=on_round, poll_s=0.2)
     with db.session() as session:
         for fid, state, size, error in audits.outcomes_at(session, site_id, list(targets)):
             if state is ReplicaState.AVAILABLE:
@@ -172,7 +158,7 @@ def replicate(
         for name, _, _ in missing:
             backend.add_rule(session, f"{scope}:{name}", f"site={site}", 1)
         report.rules_added = ruledb.count(session) - before
-    done = _run_engine(db, catalogue, backend, max_seconds, on_round)
+    done = run_until_idle(db, catalogue, backend, max_seconds=max_seconds, progress=on_round, poll_s=0.2)
     report.copied, report.failed = done.done, done.failed
     with db.session() as session:
         report.pending = sum(f for _, f, _ in audits.missing_by_dataset(session, site_id, scope))
