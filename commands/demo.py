@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import click
 
 from common.errors import EXIT_FAILED
 
-from .render import emit_json, table
+from . import render
 
 
 @click.command()
@@ -38,36 +37,7 @@ def demo(workdir: Path, small: bool, as_json: bool) -> None:
             logging.getLogger("drp.campaign").info("%s → %s: %s", r.before, r.after, r.message)
 
     result = run_demo(DemoSettings(workdir=workdir, small=small), progress=terminal_progress, on_tick=tick)
-    status = result.status
-    if as_json:
-        out = asdict(result)
-        out["status"] = status.to_dict() if status else None
-        emit_json(out)
-    else:
-        click.echo(f"campaign         demo [{result.state}] in {result.seconds:.0f} s: {result.message}")
-        click.echo(f"work directory   {result.workdir}")
-        click.echo(f"site catalogue   {result.sites_file}")
-        click.echo(f"campaign file    {result.campaign_file}")
-        click.echo(f"bookkeeping      {result.db_url}")
-        click.echo(
-            f"files            {result.files:,} ({result.bytes / 2**20:,.1f} MiB) catalogued; verified at "
-            + ", ".join(f"{s} {n:,}" for s, n in result.verified.items())
-        )
-        click.echo(f"jobs             {result.jobs:,} with {result.attempts:,} profiled attempts")
-        click.echo(f"overlap checks   {result.validations_passed}/{result.validations} passed")
-        click.echo(f"report           {result.report or '-'}")
-        if status:
-            table(
-                "files by site and replica state",
-                ["site", "state", "files", "bytes"],
-                [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
-            )
-            if status.jobs:
-                table(
-                    "jobs by site, step and state",
-                    ["site", "step", "state", "jobs"],
-                    [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
-                )
+    render.demo(result, as_json)
     if result.mismatches:
         click.echo(f"drp: error: {len(result.mismatches)} replicas differ from the catalogue", err=True)
         sys.exit(EXIT_FAILED)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from . import render
 from .context import (
     DrpGroup,
     campaign_driver,
@@ -17,7 +17,6 @@ from .context import (
     replication,
     sites_opt,
 )
-from .render import emit_json, ranges, table
 
 
 @click.group(cls=DrpGroup)
@@ -47,34 +46,8 @@ def dr_status(ctx: click.Context, scope: str | None, as_json: bool) -> None:
 
     with checked_db(ctx).session() as session:
         st = status(session, scope=scope)
-    if as_json:
-        emit_json(st.to_dict())
-    else:
-        sites = sorted(st.sites)
-        table(
-            "verified replicas (AVAILABLE) per site",
-            ["release", "type", "files", "GiB", *sites],
-            [
-                [t.scope, t.type, f"{t.files:,}", f"{t.bytes / 2**30:,.2f}"]
-                + [_pct(t.available.get(x, 0), t.files) for x in sites]
-                for t in st.types
-            ],
-        )
-        down = [x for x, ok in st.sites.items() if not ok]
-        if down:
-            click.echo(f"failed over (unavailable): {', '.join(down)}")
-        click.echo(
-            f"{st.files:,} files: {st.single_copy:,} with a single verified copy "
-            f"({', '.join(f'{k} {v:,}' for k, v in st.single_copy_at.items()) or 'none'}), "
-            f"{st.no_copy:,} with none"
-        )
-        for name, where in st.examples:
-            click.echo(f"  {name}: {where}")
+    render.dr_status(st, as_json)
     sys.exit(st.exit_code)
-
-
-def _pct(n: int, total: int) -> str:
-    return f"{n:,} ({100 * n / total:.1f}%)" if total else "-"
 
 
 @dr.command("audit")
@@ -131,35 +104,7 @@ def dr_audit(
         workers=workers,
         progress=terminal_progress,
     )
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        counts = report.to_dict()["counts"]
-        rate = report.bytes_read / 2**20 / report.seconds if report.seconds else 0.0
-        click.echo(
-            f"audit {report.audit_id or '(dry run)'} of {site_name}: {report.checked:,} of "
-            f"{report.catalogued:,} catalogued replicas checked"
-            + (
-                f", {report.bytes_read / 2**20:,.1f} MiB checksummed ({rate:,.0f} MiB/s)"
-                if report.checksums
-                else ""
-            )
-            + f" in {report.seconds:.1f} s: {counts['LOST']} lost, {counts['CORRUPT']} corrupt, "
-            f"{counts['DARK']} dark"
-        )
-        if report.findings:
-            table(
-                None,
-                ["kind", "file", "reason", "action"],
-                [[f.kind.value, f.name, f.reason, f.action or ""] for f in report.findings[:200]],
-            )
-        if len(report.findings) > 200:
-            click.echo(f"  … {len(report.findings) - 200} more (--json lists all)")
-        if report.outside:
-            click.echo(
-                "not judged (no catalogued files of these types here): "
-                + ", ".join(f"{k} ({v:,})" for k, v in report.outside.items())
-            )
+    render.audit(report, as_json)
     sys.exit(report.exit_code)
 
 
@@ -196,20 +141,7 @@ def dr_recover(
             max_seconds=max_seconds,
             on_round=bar,
         )
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        verb = "would re-copy" if dry_run else "recovered"
-        done = report.to_recover if dry_run else report.recovered
-        click.echo(
-            f"{site_name}: {verb} {done:,} of {report.to_recover:,} replicas"
-            + ("" if dry_run else f" ({report.bytes / 2**20:,.1f} MiB), {report.pending:,} pending")
-            + f"; {len(report.unrecoverable):,} unrecoverable, {len(report.failed):,} failed"
-        )
-        for name, why in report.unrecoverable[:50]:
-            click.echo(f"  UNRECOVERABLE {name}: {why}")
-        for name, why in report.failed[:50]:
-            click.echo(f"  FAILED {name}: {why}")
+    render.recovery(report, as_json)
     sys.exit(report.exit_code)
 
 
@@ -248,21 +180,7 @@ def dr_replicate(
             max_seconds=max_seconds,
             on_round=bar,
         )
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        click.echo(
-            f"{site_name}: {report.missing_files:,} files ({report.missing_bytes / 2**30:,.2f} GiB) of "
-            f"{report.datasets:,} datasets were missing"
-            + (
-                ""
-                if dry_run
-                else f"; {report.rules_added:,} rules added, {report.copied:,} copied, "
-                f"{report.failed:,} given up, {report.pending:,} still missing"
-            )
-        )
-        for line in report.unreachable[:20]:
-            click.echo(f"  STUCK {line}")
+    render.replication(report, as_json)
     sys.exit(report.exit_code)
 
 
@@ -301,7 +219,7 @@ def dr_failover(
         include_finished=include_finished,
         dry_run=dry_run,
     )
-    _print_failover(report, as_json)
+    render.failover(report, as_json)
 
 
 @dr.command("failback")
@@ -317,22 +235,4 @@ def dr_failback(
     available again and restore its rules (the replacements are suspended)."""
     from drp.failover import failback
 
-    _print_failover(failback(campaign_driver(ctx, campaign_file), site_name, dry_run=dry_run), as_json)
-
-
-def _print_failover(report: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(report.to_dict())
-        return
-    prefix = "(dry run) " if report.dry_run else ""
-    click.echo(
-        f"{prefix}{report.action} {report.from_site} → {report.to_site}: "
-        f"{len(report.tracts_moved)} tract(s) move ({ranges(report.tracts_moved) or 'none'}), "
-        f"{len(report.tracts_kept)} stay ({ranges(report.tracts_kept) or 'none'})"
-    )
-    if not report.dry_run:
-        click.echo(
-            f"  split plan v{report.plan_version}; {len(report.rules_replaced)} rule(s) replaced, "
-            f"{report.transfers_cancelled} queued copies and {report.jobs_cancelled} jobs cancelled; "
-            f"campaign {report.state_before} → {report.state_after}"
-        )
+    render.failover(failback(campaign_driver(ctx, campaign_file), site_name, dry_run=dry_run), as_json)

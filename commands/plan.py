@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
+from . import render
 from .context import (
     DrpGroup,
     campaign_opt,
     checked_db,
     sites_opt,
 )
-from .render import emit_json, ranges, table
 
 
 @click.group(cls=DrpGroup)
@@ -41,7 +40,7 @@ def plan_create(
     from sites.catalogue import load_catalogue
 
     stored = plan_campaign(checked_db(ctx), campaign, release_name, load_catalogue(sites_path), overlap)
-    _print_plan(stored, as_json)
+    render.plan(stored, as_json)
 
 
 @plan.command("show")
@@ -57,45 +56,4 @@ def plan_show(ctx: click.Context, campaign: str, version: int | None, as_json: b
         stored = load_plan(session, campaign, version)
     if stored is None:
         raise click.UsageError(f"campaign {campaign!r} has no split plan yet (run `drp plan create`)")
-    _print_plan(stored, as_json)
-
-
-def _print_plan(stored: Any, as_json: bool) -> None:
-    p = stored.plan
-    per_site = {s: sorted(p.tracts_of(s)) for s in p.sites}
-    if as_json:
-        emit_json(
-            {
-                "campaign": stored.campaign,
-                "version": stored.version,
-                "shares": stored.shares,
-                "overlap": sorted(p.overlap),
-                "assignment": {str(t): s for t, s in p.assignment.items()},
-                "site_tracts": per_site,
-                "rules": [
-                    {"dataset": d, "expression": e, "copies": c, "state": st.lower()}
-                    for d, e, c, st in stored.rules
-                ],
-            }
-        )
-        return
-    n = len(p.assignment)
-    table(
-        f"campaign {stored.campaign}: split plan v{stored.version} ({n} tracts + {len(p.overlap)} overlap)",
-        ["site", "share", "own tracts", "with overlap", "tracts"],
-        [
-            [
-                s,
-                f"{stored.shares[s]:.2f}",
-                sum(1 for v in p.assignment.values() if v == s),
-                len(ts),
-                ranges(ts),
-            ]
-            for s, ts in per_site.items()
-        ],
-    )
-    table(
-        "replication rules",
-        ["dataset", "expression", "copies", "state"],
-        [[d, e, c, st.lower()] for d, e, c, st in stored.rules],
-    )
+    render.plan(stored, as_json)

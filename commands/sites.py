@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
+from . import render
 from .context import (
     DrpGroup,
     checked_db,
+    json_opt,
     sites_opt,
 )
-from .render import emit_json, table
 
 
 @click.group(cls=DrpGroup)
@@ -21,27 +22,13 @@ def sites() -> None:
 
 
 @sites.command("list")
-@click.option(
-    "--sites",
-    "sites_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Site catalogue (default ./sites.toml or env DRP_SITES).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@sites_opt
+@json_opt
 def sites_list(sites_path: Path | None, as_json: bool) -> None:
     """List the sites of the catalogue with role, share, storage and compute back-end."""
     from sites.catalogue import load_catalogue
 
-    catalogue = load_catalogue(sites_path)
-    if as_json:
-        emit_json([s.model_dump(mode="json") for s in catalogue.sites])
-        return
-    table(
-        None,
-        ["name", "role", "share", "storage", "compute"],
-        [[s.name, s.role.value, f"{s.share:.2f}", s.storage, s.compute.backend] for s in catalogue.sites],
-    )
+    render.sites(load_catalogue(sites_path).sites, as_json)
 
 
 @sites.command("sync")
@@ -56,10 +43,7 @@ def sites_sync(ctx: click.Context, sites_path: Path | None, as_json: bool) -> No
     catalogue = load_catalogue(sites_path)
     with checked_db(ctx).session() as session:
         ids = upsert_sites(session, [s.to_row() for s in catalogue.sites])
-    if as_json:
-        emit_json(ids)
-    else:
-        click.echo(f"{len(ids)} sites in bookkeeping: {', '.join(sorted(ids))}")
+    render.synced(ids, as_json)
 
 
 @click.command("doctor", cls=click.Command)
@@ -85,15 +69,5 @@ def doctor_cmd(ctx: click.Context, sites_path: Path | None, push_gateway: str | 
     from drp.doctor import doctor
 
     report = doctor(ctx.obj["db_url"], sites_path, push_gateway)
-    if as_json:
-        emit_json(report.to_dict())
-    else:  # grouped lines, readable at any width and in cron mail
-        last = None
-        for r in report.rows:
-            if r.component != last:
-                click.echo(r.component)
-                last = r.component
-            click.echo(f"  {r.health.value:<14} {r.check}: {r.detail}")
-        bad = sum(r.health.value != "ok" for r in report.rows)
-        click.echo(f"{bad} problem{'s' if bad != 1 else ''} found" if bad else "all checks passed")
+    render.doctor(report, as_json)
     sys.exit(report.exit_code)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS
-
+from . import render
 from .context import (
     STEP,
     DrpGroup,
@@ -21,7 +18,6 @@ from .context import (
     sites_opt,
     workdir_opt,
 )
-from .render import emit_json, table
 
 
 @click.group(cls=DrpGroup)
@@ -43,13 +39,7 @@ def workflow_list(
     from science.workflow import build
 
     ctx = ReleaseContext.discover(root, release_name)
-    for node in build(ctx, set(tracts) or None):
-        if step and node.step != step:
-            continue
-        if as_json:
-            click.echo(node.to_json())
-        else:
-            click.echo(f"{node.name}\t{json.dumps(node.data_id, sort_keys=True)}\t{','.join(node.parents)}")
+    render.nodes((n for n in build(ctx, set(tracts) or None) if not step or n.step == step), as_json)
 
 
 @workflow.command("run")
@@ -88,7 +78,8 @@ def workflow_run(
         wait=not detach,
         restart=restart,
     )
-    _print_run(report, ingested, as_json)
+    render.run(report, ingested, as_json)
+    sys.exit(report.exit_code)
 
 
 @workflow.command("status")
@@ -107,7 +98,8 @@ def workflow_status(
 
     site = load_catalogue(sites_path).get(site_name)
     report, ingested = processing.status(checked_db(ctx), campaign, site, workdir)
-    _print_run(report, ingested, as_json)
+    render.run(report, ingested, as_json)
+    sys.exit(report.exit_code)
 
 
 @workflow.command("cancel")
@@ -124,30 +116,4 @@ def workflow_cancel(
     from sites.catalogue import load_catalogue
 
     report = processing.cancel(campaign, load_catalogue(sites_path).get(site_name), workdir)
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        click.echo(f"{report.backend}: {report.state.value} {report.message}".rstrip())
-
-
-def _print_run(report: Any, ingested: Any, as_json: bool) -> None:
-    from sites.compute import RunState
-
-    if as_json:
-        emit_json({"run": report.to_dict(), "ingested": ingested.to_dict()})
-    else:
-        rows = [[step, st, n] for step, c in report.counts.items() for st, n in c.items()]
-        table(
-            f"{report.backend} run {report.run_id or '-'}: {report.state.value}",
-            ["step", "state", "jobs"],
-            rows,
-        )
-        if report.message:
-            click.echo(report.message)
-        click.echo(f"ingested {ingested.attempts} new attempt(s)")
-        for path in ingested.unreadable:
-            click.echo(f"drp: warning: unreadable job report {path}", err=True)
-    if report.state is RunState.RUNNING:
-        sys.exit(EXIT_IN_PROGRESS)
-    if report.state is not RunState.SUCCEEDED:
-        sys.exit(EXIT_FAILED)
+    render.run_state(report, as_json)

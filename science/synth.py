@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,3 +331,32 @@ def read_parquet(path: Path) -> pa.Table:
     import pyarrow.parquet as pq
 
     return pq.read_table(path)
+
+
+def release_config(
+    name: str, seed: int, tracts: tuple[int, int], bands: Sequence[str], visits_per_band: int
+) -> ReleaseConfig:
+    """The default release with a name, seed, tract grid, bands and visits (what `drp release generate`
+    takes); unknown bands and bad values fail as in :class:`ReleaseConfig`."""
+    base = ReleaseConfig()
+    return ReleaseConfig(
+        name=name,
+        seed=seed,
+        bands=tuple(bands),
+        visits_per_band=visits_per_band,
+        skymap=base.skymap.model_copy(update={"tracts_x": tracts[0], "tracts_y": tracts[1]}),
+    )
+
+
+def generate_summary(
+    cfg: ReleaseConfig, root: Path, *, progress: ProgressFactory = no_progress
+) -> dict[str, Any]:
+    """Generate the release and say what it holds: manifest path, visits, truth and reference rows."""
+    manifest = generate_release(cfg, root, progress=progress)
+    man = load_manifest(root, cfg.name)
+    return {
+        "manifest": str(manifest),
+        "visits": len(man["visits"]),
+        "truth_rows": man["truth_rows"],
+        "refcat_rows": man["refcat_rows"],
+    }

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK
 from common.probes import Probe
 from science.layout import Layout
 from science.workflow import Node, WorkflowSpec
@@ -53,6 +54,13 @@ class RunReport:
     state: RunState
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> node state -> jobs
     message: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 succeeded, 3 still running (a detached run), 1 anything else (failed, cancelled, unknown)."""
+        if self.state is RunState.SUCCEEDED:
+            return EXIT_OK
+        return EXIT_IN_PROGRESS if self.state is RunState.RUNNING else EXIT_FAILED
 
     def total(self, state: NodeState) -> int:
         return sum(c.get(state.value, 0) for c in self.counts.values())

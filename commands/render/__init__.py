@@ -1,0 +1,78 @@
+"""Output, in one place: JSON for scripts, tables and lines for people. Commands call
+``render.<what>(result, as_json)``; nothing else prints results."""
+
+from __future__ import annotations
+
+from ._base import emit_json, mib, num, ranges, table
+from .campaigns import (
+    campaign_status,
+    doctor,
+    plan,
+    release_accuracy,
+    release_generated,
+    report,
+    sites,
+    synced,
+    tick,
+    when,
+)
+from .data import (
+    audit,
+    datasets,
+    dr_status,
+    engine_report,
+    failover,
+    pct,
+    recovery,
+    registered,
+    replicas,
+    replication,
+    rule_added,
+    rule_detail,
+    rule_dict,
+    rules,
+    transfers,
+)
+from .jobs import demo, job_details, job_list, job_logs, job_run, nodes, run, run_state, step_profiles
+
+__all__ = [
+    "audit",
+    "campaign_status",
+    "datasets",
+    "demo",
+    "doctor",
+    "dr_status",
+    "emit_json",
+    "engine_report",
+    "failover",
+    "job_details",
+    "job_list",
+    "job_logs",
+    "job_run",
+    "mib",
+    "nodes",
+    "num",
+    "pct",
+    "plan",
+    "ranges",
+    "recovery",
+    "registered",
+    "release_accuracy",
+    "release_generated",
+    "replicas",
+    "replication",
+    "report",
+    "rule_added",
+    "rule_detail",
+    "rule_dict",
+    "rules",
+    "run",
+    "run_state",
+    "sites",
+    "step_profiles",
+    "synced",
+    "table",
+    "tick",
+    "transfers",
+    "when",
+]
