@@ -162,6 +162,8 @@ class CampaignDriver:
         from drp import processing
 
         for site in self.catalogue.sites:
+            if not processing.has_workflow(self.cfg.workdir, self.name, site.name):
+                continue  # nothing was ever submitted there
             try:
                 processing.cancel(self.name, site, self.cfg.workdir)
             except (NotFoundError, OSError, ValueError):
@@ -293,8 +295,7 @@ class CampaignDriver:
         states: dict[str, str] = {}
         failed: list[str] = []
         for site in self._processing_sites():
-            spec_dir = processing.workflow_dir(self.cfg.workdir, self.name, site.name)
-            if not (spec_dir / "workflow.json").is_file():
+            if not processing.has_workflow(self.cfg.workdir, self.name, site.name):
                 report, _ = processing.run(
                     self.db, self.name, site, processing.site_root(site), self.cfg.workdir, wait=False
                 )
@@ -397,10 +398,9 @@ class CampaignDriver:
             everywhere, n_sites = self._everywhere(session)
             for site in self.catalogue.sites:
                 root = site_root(site)
-                spec_dir = processing.workflow_dir(self.cfg.workdir, self.name, site.name)
-                if not (spec_dir / "workflow.json").is_file():
+                if not processing.has_workflow(self.cfg.workdir, self.name, site.name):
                     continue  # a site that never processed (its share was failed over before it started)
-                spec = WorkflowSpec.load(spec_dir)
+                spec = WorkflowSpec.load(processing.workflow_dir(self.cfg.workdir, self.name, site.name))
                 own = {t for t, s in stored.plan.assignment.items() if s == site.name}
                 if site.name == reference.name:
                     own |= set(stored.plan.overlap)  # the reference's overlap outputs are the release's

@@ -86,8 +86,7 @@ def _cancel_run(driver: CampaignDriver, site: str, *, forget: bool) -> None:
     from drp import processing
 
     cfg = driver.catalogue.get(site)
-    spec_dir = processing.workflow_dir(driver.cfg.workdir, driver.name, site)
-    if not (spec_dir / "workflow.json").is_file():
+    if not processing.has_workflow(driver.cfg.workdir, driver.name, site):
         return
     try:
         processing.cancel(driver.name, cfg, driver.cfg.workdir)
@@ -98,7 +97,9 @@ def _cancel_run(driver: CampaignDriver, site: str, *, forget: bool) -> None:
     except (NotFoundError, OSError, ValueError):
         pass
     if forget:
-        (spec_dir / "workflow.json").unlink(missing_ok=True)
+        (processing.workflow_dir(driver.cfg.workdir, driver.name, site) / "workflow.json").unlink(
+            missing_ok=True
+        )
 
 
 def _replace_rules(

@@ -49,6 +49,11 @@ def workflow_dir(workdir: Path, campaign: str, site: str) -> Path:
     return workdir / "workflows" / campaign / site
 
 
+def has_workflow(workdir: Path, campaign: str, site: str) -> bool:
+    """Whether the site's workflow has been prepared (a site can be cancelled only once it has one)."""
+    return (workflow_dir(workdir, campaign, site) / "workflow.json").is_file()
+
+
 def _ids(session: Session, campaign: str, site: str) -> tuple[int, int]:
     return campaigns.get(session, campaign).id, site_id(session, site)
 
