@@ -411,7 +411,12 @@ class LocalBackend(ComputeBackend):
         if state is None:
             if pid is not None and _alive(pid):
                 return RunReport("local", str(pid), RunState.RUNNING, {}, "starting")
-            return RunReport("local", None, RunState.NOT_SUBMITTED)
+            nodes = list(spec.nodes())  # never run here: what storage says is done, the rest pending
+            done = completed(spec, nodes)
+            counts = count_states(
+                (n.step, NodeState.SUCCEEDED if n.name in done else NodeState.PENDING) for n in nodes
+            )
+            return RunReport("local", None, RunState.NOT_SUBMITTED, counts)
         recorded = RunState(state["state"])
         if recorded is RunState.RUNNING and (pid is None or not _alive(pid)):
             return RunReport(
