@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +33,15 @@ def dr() -> None:
 _dr_max_seconds = click.option(
     "--max-seconds", type=float, default=None, help="Stop after this long (exit 3 if work is left)."
 )
+
+
+def _copying(
+    ctx: click.Context, sites_path: Path | None, dry_run: bool, run: Callable[..., Any], *args: Any, **kw: Any
+) -> Any:
+    """Run a DR operation that copies (recover, replicate) with the engine's progress bar (none when dry)."""
+    catalogue, backend = replication(sites_path)
+    with engine_bar(not dry_run) as bar:
+        return run(checked_db(ctx), catalogue, backend, *args, dry_run=dry_run, on_round=bar, **kw)
 
 
 @dr.command("status")
@@ -130,17 +141,7 @@ def dr_recover(
     """
     from transfer.dr import recover
 
-    catalogue, backend = replication(sites_path)
-    with engine_bar(not dry_run) as bar:
-        report = recover(
-            checked_db(ctx),
-            catalogue,
-            backend,
-            site_name,
-            dry_run=dry_run,
-            max_seconds=max_seconds,
-            on_round=bar,
-        )
+    report = _copying(ctx, sites_path, dry_run, recover, site_name, max_seconds=max_seconds)
     render.recovery(report, as_json)
     sys.exit(report.exit_code)
 
@@ -168,18 +169,7 @@ def dr_replicate(
     """
     from transfer.dr import replicate
 
-    catalogue, backend = replication(sites_path)
-    with engine_bar(not dry_run) as bar:
-        report = replicate(
-            checked_db(ctx),
-            catalogue,
-            backend,
-            site_name,
-            scope,
-            dry_run=dry_run,
-            max_seconds=max_seconds,
-            on_round=bar,
-        )
+    report = _copying(ctx, sites_path, dry_run, replicate, site_name, scope, max_seconds=max_seconds)
     render.replication(report, as_json)
     sys.exit(report.exit_code)
 

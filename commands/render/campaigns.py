@@ -76,17 +76,7 @@ def campaign_status(status: Any, as_json: bool) -> None:
             ["tract", "sites", "checks", "failed"],
             [[v.tract, v.sites, v.checks, v.failed] for v in status.validations],
         )
-    table(
-        f"{title}: files by site and replica state",
-        ["site", "state", "files", "bytes"],
-        [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
-    )
-    if status.jobs:
-        table(
-            "jobs by site, step and state",
-            ["site", "step", "state", "jobs"],
-            [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
-        )
+    replicas_and_jobs(status, f"{title}: ")
     if status.transfers:
         table(
             "transfers by link and state",
@@ -200,3 +190,18 @@ def doctor(report: Any, as_json: bool) -> None:
         click.echo(f"  {r.health.value:<14} {r.check}: {r.detail}")
     bad = sum(r.health.value != "ok" for r in report.rows)
     click.echo(f"{bad} problem{'s' if bad != 1 else ''} found" if bad else "all checks passed")
+
+
+def replicas_and_jobs(status: Any, prefix: str = "") -> None:
+    """Files by site and replica state, then jobs by site, step and state (when there are any)."""
+    table(
+        f"{prefix}files by site and replica state",
+        ["site", "state", "files", "bytes"],
+        [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
+    )
+    if status.jobs:
+        table(
+            "jobs by site, step and state",
+            ["site", "step", "state", "jobs"],
+            [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
+        )

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ._base import emit_json, mib, num, table
+from .campaigns import replicas_and_jobs
 
 
 def job_run(step: str, result: Any, as_json: bool) -> None:
@@ -171,14 +172,4 @@ def demo(result: Any, as_json: bool) -> None:
         click.echo(f"overlap checks   {result.validations_passed}/{result.validations} passed")
         click.echo(f"report           {result.report or '-'}")
         if status:
-            table(
-                "files by site and replica state",
-                ["site", "state", "files", "bytes"],
-                [[r.site, r.state, r.files, r.bytes] for r in status.replicas],
-            )
-            if status.jobs:
-                table(
-                    "jobs by site, step and state",
-                    ["site", "step", "state", "jobs"],
-                    [[j.site, j.step, j.state, j.jobs] for j in status.jobs],
-                )
+            replicas_and_jobs(status)
