@@ -42,7 +42,7 @@ def _panel(spec: dict[str, Any], x: int, y: int) -> dict[str, Any]:
             for i, (expr, legend) in enumerate(spec["targets"])
         ],
     }
-    defaults = {k: spec[k] for k in ("unit", "min", "max") if k in spec}
+    defaults: dict[str, Any] = {k: spec[k] for k in ("unit", "min", "max") if k in spec}
     if spec.get("state_names"):
         defaults["mappings"] = STATE_MAPPINGS
     if defaults:

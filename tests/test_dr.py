@@ -16,9 +16,9 @@ from drp.campaign import CampaignDriver
 from science.synth import generate_release
 from sites.catalogue import load_catalogue
 from tests.contracts import test_replication
+from tests.contracts.test_replication import World
 from tests.test_campaign import _setup
 from tests.test_local_backend import CFG
-from tests.contracts.test_replication import World
 from transfer.dr import DrStatus, FindingKind, audit, recover, replicate, status
 from transfer.replication.registry import get_replication
 
