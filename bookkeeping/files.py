@@ -377,6 +377,21 @@ def copy_sources(
     return [(int(f), int(size), int(src)) for f, size, src in session.execute(stmt, params)]
 
 
+def replica_states(session: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], ReplicaState]:
+    """(file id, site id) → state of those replicas that exist."""
+    stmt = text("SELECT file_id, site_id, state FROM replicas WHERE file_id IN :f").bindparams(
+        bindparam("f", expanding=True)
+    )
+    wanted = set(pairs)
+    files = sorted({f for f, _ in wanted})
+    out: dict[tuple[int, int], ReplicaState] = {}
+    for i in range(0, len(files), 500):
+        for f, s, st in session.execute(stmt, {"f": files[i : i + 500]}):
+            if (int(f), int(s)) in wanted:
+                out[(int(f), int(s))] = ReplicaState(st)
+    return out
+
+
 def record_bad(session: Session, replicas: Sequence[tuple[int, int, ReplicaState, str]], source: str) -> None:
     """Set (file id, site id) replicas to BAD/LOST/UNAVAILABLE and record who declared it and why."""
     if not replicas:

@@ -313,6 +313,7 @@ class Transfer(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     mover: Mapped[str] = mapped_column(String(16), default="local")
     external_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(36), index=True, unique=True)  # a Rucio request
     error: Mapped[str | None] = mapped_column(Text)
     failure: Mapped[str | None] = mapped_column(String(24))  # kind of the last failure (FailureKind)
     next_attempt_at: Mapped[float | None] = mapped_column(Double)  # retry back-off: not before this

@@ -17,6 +17,8 @@ from .events import log_event
 from .sites import site_names
 from .states import ReplicaState, TransferState
 
+CONVEYOR = "rucio"  # the mover of transfers Rucio's conveyor makes: the engine never takes them
+
 
 class TransferRow(NamedTuple):
     file_id: int
@@ -25,6 +27,7 @@ class TransferRow(NamedTuple):
     bytes: int
     rule_id: int | None = None
     mover: str = "local"
+    request_id: str | None = None  # the Rucio request a conveyor transfer mirrors
 
 
 def add_transfers(session: Session, campaign_id: int | None, transfers: Iterable[TransferRow]) -> int:
@@ -49,6 +52,7 @@ def add_transfers(session: Session, campaign_id: int | None, transfers: Iterable
                 0,
                 t.bytes,
                 t.mover,
+                t.request_id,
                 now,
             )
 
@@ -65,6 +69,7 @@ def add_transfers(session: Session, campaign_id: int | None, transfers: Iterable
             "attempts",
             "bytes",
             "mover",
+            "request_id",
             "created_at",
         ),
         rows(),
@@ -157,32 +162,36 @@ _PENDING = (TransferState.QUEUED, *_IN_FLIGHT)
 
 def interrupted(session: Session) -> list[int]:
     """ACTIVE transfers of synchronous movers (no external id): a process stopped in the middle."""
-    stmt = text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL")
-    return [int(t) for (t,) in session.execute(stmt, {"a": int(TransferState.ACTIVE)})]
+    stmt = text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL AND mover <> :c")
+    return [int(t) for (t,) in session.execute(stmt, {"a": int(TransferState.ACTIVE), "c": CONVEYOR})]
 
 
 def in_flight_per_link(session: Session) -> dict[tuple[int, int], int]:
     stmt = text(
         "SELECT source_site_id, dest_site_id, count(*) FROM transfers WHERE state IN (:s, :a) "
-        "GROUP BY source_site_id, dest_site_id"
+        "AND mover <> :c GROUP BY source_site_id, dest_site_id"
     )
-    rows = session.execute(stmt, {"s": int(_IN_FLIGHT[0]), "a": int(_IN_FLIGHT[1])})
+    rows = session.execute(stmt, {"s": int(_IN_FLIGHT[0]), "a": int(_IN_FLIGHT[1]), "c": CONVEYOR})
     return {(int(s), int(d)): int(n) for s, d, n in rows}
 
 
 def due(session: Session, now: float) -> list[TransferWork]:
-    """QUEUED transfers whose back-off has passed, oldest first."""
+    """QUEUED transfers whose back-off has passed, oldest first (not those Rucio's conveyor makes)."""
     stmt = text(
         _WORK.format(minus="")
-        + "WHERE t.state = :q AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= :now) ORDER BY t.id"
+        + "WHERE t.state = :q AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= :now) "
+        "AND t.mover <> :c ORDER BY t.id"
     )
-    return [TransferWork(*r) for r in session.execute(stmt, {"q": int(TransferState.QUEUED), "now": now})]
+    params = {"q": int(TransferState.QUEUED), "now": now, "c": CONVEYOR}
+    return [TransferWork(*r) for r in session.execute(stmt, params)]
 
 
 def active_async(session: Session) -> list[TransferWork]:
     """ACTIVE transfers an asynchronous mover (FTS3) holds; ``attempts`` is the one before this one."""
-    stmt = text(_WORK.format(minus=" - 1") + "WHERE t.state = :a AND t.external_id IS NOT NULL")
-    return [TransferWork(*r) for r in session.execute(stmt, {"a": int(TransferState.ACTIVE)})]
+    stmt = text(
+        _WORK.format(minus=" - 1") + "WHERE t.state = :a AND t.external_id IS NOT NULL AND t.mover <> :c"
+    )
+    return [TransferWork(*r) for r in session.execute(stmt, {"a": int(TransferState.ACTIVE), "c": CONVEYOR})]
 
 
 def set_external_ids(session: Session, external: dict[int, str]) -> None:
@@ -324,3 +333,90 @@ def active_to(session: Session, site_id: int, rule_ids: Sequence[int]) -> list[t
     ).bindparams(bindparam("active", expanding=True), bindparam("r", expanding=True))
     params = {"s": site_id, "active": [int(s) for s in _PENDING], "r": [int(r) for r in rule_ids]}
     return [(int(t), int(f)) for t, f in session.execute(stmt, params)]
+
+
+# --- transfers Rucio's conveyor makes -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestRow:
+    """One Rucio request, as bookkeeping mirrors it (a transfer row per request, retries included)."""
+
+    request_id: str
+    campaign_id: int | None
+    rule_id: int | None
+    file_id: int
+    source_site_id: int
+    dest_site_id: int
+    state: TransferState
+    bytes: int
+    attempts: int
+    fts_job: str | None
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+def _by_request(session: Session, request_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Request id → (transfer id, state) of the rows that mirror these requests."""
+    stmt = text("SELECT request_id, id, state FROM transfers WHERE request_id IN :r").bindparams(
+        bindparam("r", expanding=True)
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for i in range(0, len(request_ids), 500):
+        rows = session.execute(stmt, {"r": list(request_ids[i : i + 500])})
+        out.update({str(q): (int(t), int(st)) for q, t, st in rows})
+    return out
+
+
+def mirror_requests(session: Session, rows: Sequence[RequestRow]) -> int:
+    """Insert the requests not seen yet and bring every row to the request's state, error, FTS job and
+    times (counts kept exact); returns how many rows were added or changed."""
+    known = _by_request(session, [r.request_id for r in rows])
+    new = [r for r in rows if r.request_id not in known]
+    by_campaign: dict[int | None, list[TransferRow]] = {}
+    for r in new:
+        row = TransferRow(
+            r.file_id, r.source_site_id, r.dest_site_id, r.bytes, r.rule_id, CONVEYOR, r.request_id
+        )
+        by_campaign.setdefault(r.campaign_id, []).append(row)
+    for campaign, batch in by_campaign.items():
+        add_transfers(session, campaign, batch)
+    known.update(_by_request(session, [r.request_id for r in new]))
+    fresh = {r.request_id for r in new}
+    moved = [r for r in rows if r.request_id in fresh or known[r.request_id][1] != int(r.state)]
+    if not moved:
+        return 0
+    set_transfer_states(session, ((known[r.request_id][0], r.state, r.error) for r in moved))
+    session.execute(
+        text(
+            "UPDATE transfers SET external_id = :j, attempts = :n, started_at = :s, finished_at = :f "
+            "WHERE id = :t"
+        ),
+        [
+            {
+                "t": known[r.request_id][0],
+                "j": r.fts_job,
+                "n": r.attempts,
+                "s": r.started_at,
+                "f": r.finished_at,
+            }
+            for r in moved
+        ],
+    )
+    return len(moved)
+
+
+def last_errors(session: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """(file id, destination site id) → the error of the latest failed transfer to it, where one failed."""
+    stmt = text(
+        "SELECT file_id, dest_site_id, error FROM transfers WHERE file_id IN :f AND state = :failed "
+        "AND error IS NOT NULL ORDER BY id"
+    ).bindparams(bindparam("f", expanding=True))
+    wanted = set(pairs)
+    files = sorted({f for f, _ in wanted})
+    out: dict[tuple[int, int], str] = {}
+    failed = int(TransferState.FAILED)
+    for i in range(0, len(files), 500):
+        for f, d, err in session.execute(stmt, {"f": files[i : i + 500], "failed": failed}):
+            if (int(f), int(d)) in wanted:
+                out[(int(f), int(d))] = str(err)  # ordered by id: the latest wins
+    return out

@@ -138,3 +138,22 @@ def xrootd_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     finally:
         for s in servers.values():
             s.stop()
+
+
+@pytest.fixture(scope="session")
+def rucio_conveyor(rucio_server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Rucio's own daemons (judge-evaluator, conveyor submitter/poller/finisher, necromancer) against the
+    test server, submitting to an FTS3 fake that copies for real; they work only while a test holds
+    the gate (``with rucio_conveyor.running(): …``)."""
+    from tests.rucio_server import Conveyor
+
+    conveyor = Conveyor(rucio_server, tmp_path_factory.mktemp("conveyor"))  # type: ignore[arg-type]
+    try:
+        conveyor.start()
+    except (RuntimeError, OSError) as err:
+        conveyor.stop()
+        service_unavailable(f"Rucio daemons did not start: {err}")
+    try:
+        yield conveyor
+    finally:
+        conveyor.stop()

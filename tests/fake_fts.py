@@ -51,6 +51,8 @@ class FakeFTS:
 
     # -- storage -----------------------------------------------------------------------------------
     def local(self, url: str) -> Path | None:
+        if url.startswith("file://"):  # a posix storage element: the path itself
+            return Path(urlsplit(url).path)
         for prefix, root in self.storage.items():
             if url.startswith(prefix.rstrip("/") + "/"):
                 return root / url[len(prefix.rstrip("/")) + 1 :]

@@ -11,8 +11,11 @@ import os
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bookkeeping.pgserver import PgServer, free_port
 
@@ -53,6 +56,10 @@ auth_token_file_path = {base}/tokens/root
 
 [monitor]
 enable_metrics = False
+
+[conveyor]
+transfertool = fts3
+scheme = root,file,davs
 """
 
 ALEMBIC = """\
@@ -189,3 +196,71 @@ class RucioServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@dataclass
+class Conveyor:
+    """Rucio's daemons cycling against a test server, and the FTS3 fake they submit to (anonymous over
+    http, as Rucio sends no credentials to an http:// endpoint). Cycles run only inside ``running()``."""
+
+    server: RucioServer
+    base: Path
+    proc: subprocess.Popen[bytes] | None = None
+    fts: Any = None
+
+    @property
+    def gate(self) -> Path:
+        return self.base / "gate"
+
+    @property
+    def fts_url(self) -> str:
+        return f"http://127.0.0.1:{self.fts.port}"
+
+    def start(self) -> Conveyor:
+        from tests.fake_fts import FakeFTS
+
+        self.fts = FakeFTS({}, "conveyor-token", anonymous=True)
+        self.fts.serve()
+        env = {
+            **os.environ,
+            "RUCIO_CONFIG": str(self.server.base / "rucio.cfg"),
+            "TMPDIR": str(self.server.base),
+        }
+        log = open(self.base / "daemons.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(server_venv() / "bin/python"),
+                str(ROOT / "tests/rucio_daemons.py"),
+                "--gate",
+                str(self.gate),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        time.sleep(0.5)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the Rucio daemons exited: see {self.base / 'daemons.log'}")
+        return self
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.gate.touch()
+        try:
+            yield
+        finally:
+            self.gate.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.gate.unlink(missing_ok=True)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.fts is not None:
+            self.fts.stop()

@@ -5,24 +5,30 @@ deleted only on request, never when they are the last copy."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from bookkeeping.database import Database
 from bookkeeping.sites import upsert_sites
 from drp.campaign import CampaignDriver
 from science.synth import generate_release
 from sites.catalogue import load_catalogue
-from tests.contracts import test_replication
-from tests.contracts.test_replication import World
+from tests.contracts.test_replication import World, make_world
 from tests.test_campaign import _setup
 from tests.test_local_backend import CFG
 from transfer.dr import DrStatus, FindingKind, audit, recover, replicate, status
 from transfer.replication.registry import get_replication
 
-world = test_replication.world  # the replication contract's fixture: embedded and Rucio × SQLite and PG
+
+@pytest.fixture(params=["embedded", "rucio"])
+def world(request: pytest.FixtureRequest, db: Database, tmp_path: Path) -> Iterator[World]:
+    """The replication contract's world, on the back-ends where satdrp copies (× SQLite and PG)."""
+    with make_world(request, db, tmp_path, request.param) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

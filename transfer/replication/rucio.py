@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from sqlalchemy.orm import Session
 
 from bookkeeping import files as filedb
@@ -40,6 +40,7 @@ from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
 
 from .base import ReplicationSettings, RuleInfo, StepReport, split_did
+from .conveyor import RequestMirror, mirror_replicas
 from .embedded import EmbeddedBackend, ensure_sites
 
 CHUNK = 500
@@ -62,6 +63,23 @@ class RucioSettings(ReplicationSettings):
     ca_cert: str | None = None
     rse_suffix: str = Field(default="_DISK", pattern=r"^[A-Z0-9_-]*$")
     timeout_s: float = Field(default=60.0, gt=0)
+    transfers: Literal["satdrp", "conveyor"] = Field(
+        default="satdrp",
+        description="who moves the bytes: satdrp's engine (then it tells Rucio), or Rucio's conveyor + FTS3",
+    )
+    fts: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="conveyor mode: the FTS3 endpoint given to Rucio's RSEs",
+    )
+
+    @model_validator(mode="after")
+    def _conveyor_needs_fts(self) -> RucioSettings:
+        if self.transfers == "conveyor" and not self.fts:
+            raise ValueError(
+                "transfers = 'conveyor' needs fts, the FTS3 endpoint Rucio's conveyor submits to"
+            )
+        return self
 
 
 def file_did(name: str) -> tuple[str, str]:
@@ -89,6 +107,7 @@ class RucioBackend(EmbeddedBackend):
         self._client: Any = None
         self._topology_done = False
         self._scopes: set[str] = set()
+        self._requests: RequestMirror | None = None
 
     # -- connection and topology -------------------------------------------------------------------
     @property
@@ -189,6 +208,15 @@ class RucioBackend(EmbeddedBackend):
             return credential_file(check, path, "certificate" if s.client_cert else "X.509 proxy")
         return Probe(check, Health.OK, "OIDC tokens are handled by the Rucio client")
 
+    @property
+    def conveyor(self) -> bool:
+        """Rucio's daemons move the data (satdrp only places rules and watches)."""
+        return self.settings.transfers == "conveyor"
+
+    def _site_of_rse(self, session: Session) -> dict[str, int]:
+        ids = ensure_sites(session, self)
+        return {self.rse(name): ids[name] for name in ids if name in {s.name for s in self.catalogue.sites}}
+
     def rse(self, site: str) -> str:
         return site.upper().replace("-", "_") + self.settings.rse_suffix
 
@@ -251,7 +279,10 @@ class RucioBackend(EmbeddedBackend):
                 c.add_protocol(rse, self._protocol(site))
             except (Duplicate, RSEProtocolPriorityError):
                 pass
-            for key, value in {**site.all_attributes, "lfn2pfn_algorithm": "identity"}.items():
+            attributes = {**site.all_attributes, "lfn2pfn_algorithm": "identity"}
+            if self.conveyor and self.settings.fts:
+                attributes["fts"] = self.settings.fts  # the conveyor submits only for RSEs that have it
+            for key, value in attributes.items():
                 c.add_rse_attribute(rse, key, value)
             c.set_local_account_limit(self.settings.account, rse, -1)
         for a in rses:
@@ -358,7 +389,45 @@ class RucioBackend(EmbeddedBackend):
         ruledb.place(session, rule.id, chosen)
         return chosen
 
+    def _queue(
+        self, session: Session, rule: ruledb.RuleRow, site_id: int, only: Sequence[int] | None = None
+    ) -> int:
+        return 0 if self.conveyor else super()._queue(session, rule, site_id, only)  # Rucio queues its own
+
+    def _evaluate(self, session: Session, rule: ruledb.RuleRow, sites: Sequence[int]) -> RuleState:
+        """Conveyor mode: bookkeeping's replicas from Rucio, then the embedded judgement of the rule on
+        them; a BAD replica Rucio can repair from a healthy copy keeps the rule REPLICATING, and when
+        Rucio says STUCK its error joins the reason."""
+        if not self.conveyor:
+            return super()._evaluate(session, rule, sites)
+        rule = ruledb.get(session, rule.id)  # placement may have given it its Rucio id since
+        info = mirror_replicas(session, self.client, rule, self._site_of_rse(session))
+        state = super()._evaluate(session, rule, sites)
+        rule = ruledb.get(session, rule.id)
+        if info.get("state") == "STUCK":
+            reason = "; ".join(p for p in (rule.stuck_reason, f"Rucio: {info.get('error') or 'stuck'}") if p)
+            return ruledb.set_state(session, rule, RuleState.STUCK, reason)
+        if state is RuleState.STUCK and self._repairable(session, rule, sites):
+            return ruledb.set_state(session, rule, RuleState.REPLICATING, None)
+        return state
+
+    def _repairable(self, session: Session, rule: ruledb.RuleRow, sites: Sequence[int]) -> bool:
+        """Every replica that makes the rule STUCK is BAD or LOST with a verified copy elsewhere: Rucio's
+        necromancer and judge are repairing it."""
+        damaged = ruledb.stuck_replicas(session, rule.dataset_id, sites)
+        if not damaged or any(st not in (ReplicaState.BAD, ReplicaState.LOST) for _, _, st, _ in damaged):
+            return False
+        ids = filedb.file_ids(session, [name for name, _, _, _ in damaged])
+        return all(
+            filedb.healthy_source(session, ids[name], [site]) is not None for name, site, _, _ in damaged
+        )
+
     def step(self, session: Session) -> StepReport:
+        if self.conveyor:  # requests first: a lock Rucio gave up on takes its request's error as reason
+            if self._requests is None:
+                self._requests = RequestMirror(self.client, self._site_of_rse(session))
+            self._requests.mirror(session)
+            return super().step(session)  # rules placed, replicas mirrored and judged; nothing queued
         report = super().step(session)
         live = [s for s in RuleState if s is not RuleState.SUSPENDED]
         for rule in ruledb.listed(session, states=live, external=True):
