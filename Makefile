@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint dist system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup clean
+.PHONY: demo test lint dist system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio demo-rucio clean
 
 # The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
@@ -75,5 +75,13 @@ bench-dr: $(STAMP)
 bench-startup: $(STAMP)
 	$(PY) bench/startup.py
 
+## bench-rucio: N files through rule → judge → conveyor → FTS3 → rule OK vs satdrp's direct mover
+bench-rucio: system-deps $(TEST_STAMP) rucio-server
+	$(PY) bench/rucio_path.py
+
+## demo-rucio: the demo campaign with Rucio's conveyor and FTS3 moving the data (services on 127.0.0.1)
+demo-rucio:
+	@bash scripts/demo-rucio.sh --small
+
 clean:
-	rm -rf $(VENV) .venv-rucio drp-work dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-rucio drp-work drp-work-rucio dist build .pytest_cache .mypy_cache .ruff_cache

@@ -99,3 +99,15 @@ def transfer_durations(session: Session, buckets: Sequence[float]) -> list[tuple
     return _rows(
         session, sql, {"done": int(TransferState.DONE), **{f"b{i}": b for i, b in enumerate(buckets)}}
     )
+
+
+def transfers_by_mover(session: Session) -> list[tuple[int, int, int, str, int, str, int]]:
+    """Per (campaign or 0, source, dest, mover, state, failure kind or ""): transfers. Scans the
+    transfers table (the profiles thread calls it): Rucio's requests are the rows of mover "rucio"."""
+    return _rows(
+        session,
+        "SELECT coalesce(campaign_id, 0), source_site_id, dest_site_id, mover, state, "
+        "coalesce(failure, ''), count(*) FROM transfers "
+        "GROUP BY coalesce(campaign_id, 0), source_site_id, dest_site_id, mover, state, "
+        "coalesce(failure, '')",
+    )

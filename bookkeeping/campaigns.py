@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, text
+from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,20 @@ def create_campaign(session: Session, name: str, release: str, config: dict[str,
         raise InvalidInputError(f"campaign {name!r} already exists") from err
     log_event(session, "campaign.created", subject=name, campaign_id=c.id)
     return c.id
+
+
+def set_data_path(session: Session, name: str, description: str) -> None:
+    """Record who moves the campaign's data (`campaign status` shows it); an event when it changes, as
+    when a site's catalogue switches Rucio from satdrp's copies to the conveyor mid-campaign."""
+    cid, config = session.execute(select(Campaign.id, Campaign.config).where(Campaign.name == name)).one()
+    values = json.loads(config or "{}")
+    if values.get("data_path") == description:
+        return
+    values["data_path"] = description
+    session.execute(
+        update(Campaign).where(Campaign.id == cid).values(config=json.dumps(values, sort_keys=True))
+    )
+    log_event(session, "campaign.data_path", subject=name, campaign_id=cid, message=description)
 
 
 def attach_datasets(

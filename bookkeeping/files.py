@@ -329,6 +329,17 @@ def file_names(session: Session, ids: Sequence[int]) -> dict[int, str]:
     return {int(i): str(n) for i, n in session.execute(stmt, {"i": [int(x) for x in ids]})}
 
 
+def file_rows(session: Session, ids: Sequence[int]) -> dict[int, FileRow]:
+    """File id → (name, size, adler32) for the ids given."""
+    if not ids:
+        return {}
+    stmt = text("SELECT id, name, size, adler32 FROM files WHERE id IN :i").bindparams(
+        bindparam("i", expanding=True)
+    )
+    rows = session.execute(stmt, {"i": [int(x) for x in ids]})
+    return {int(i): FileRow(str(n), int(sz), str(a)) for i, n, sz, a in rows}
+
+
 def available_per_site(session: Session, dataset_id: int) -> dict[int, int]:
     """Site id → files of the dataset AVAILABLE there (from the aggregate)."""
     return {

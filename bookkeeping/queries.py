@@ -7,6 +7,7 @@ number of datasets, sites and steps, not on the number of files. The per-step at
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -91,6 +92,7 @@ class CampaignStatus:
     phases: list[PhaseSummary] = field(default_factory=list)
     steps: list[StepSummary] = field(default_factory=list)
     validations: list[ValidationSummary] = field(default_factory=list)
+    data_path: str | None = None  # who moves the data (satdrp's engine, or Rucio's conveyor and FTS3)
 
     def bytes_transferred(self) -> int:
         return sum(t.bytes for t in self.transfers if t.state == TransferState.DONE.name)
@@ -107,7 +109,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
     """Files by replica state per site, jobs by state per site and step, transfers per link."""
     where = Campaign.id == campaign if isinstance(campaign, int) else Campaign.name == campaign
     camp = session.execute(
-        select(Campaign.id, Campaign.name, Campaign.state, Campaign.message).where(where)
+        select(Campaign.id, Campaign.name, Campaign.state, Campaign.message, Campaign.config).where(where)
     ).one_or_none()
     if camp is None:
         raise NotFoundError(f"campaign {campaign!r} does not exist")
@@ -173,6 +175,7 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
         campaign=camp.name,
         state=camp.state.name,
         message=camp.message,
+        data_path=json.loads(camp.config or "{}").get("data_path"),
         phases=phases,
         steps=steps,
         validations=validations,

@@ -353,6 +353,7 @@ class RequestRow:
     error: str | None
     started_at: float | None
     finished_at: float | None
+    failure: str | None = None  # how it failed, in Rucio's words: failed, lost, no_sources, …
 
 
 def _by_request(session: Session, request_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -388,8 +389,8 @@ def mirror_requests(session: Session, rows: Sequence[RequestRow]) -> int:
     set_transfer_states(session, ((known[r.request_id][0], r.state, r.error) for r in moved))
     session.execute(
         text(
-            "UPDATE transfers SET external_id = :j, attempts = :n, started_at = :s, finished_at = :f "
-            "WHERE id = :t"
+            "UPDATE transfers SET external_id = :j, attempts = :n, started_at = :s, finished_at = :f, "
+            "failure = :k WHERE id = :t"
         ),
         [
             {
@@ -398,6 +399,7 @@ def mirror_requests(session: Session, rows: Sequence[RequestRow]) -> int:
                 "n": r.attempts,
                 "s": r.started_at,
                 "f": r.finished_at,
+                "k": r.failure,
             }
             for r in moved
         ],

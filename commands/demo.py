@@ -25,10 +25,24 @@ from . import render
 @click.option(
     "--small", is_flag=True, help="A 2-tract, 2-band release: the whole campaign in about a minute."
 )
+@click.option(
+    "--replication",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A TOML file with a [replication] table to use instead of the embedded back-end "
+    '(e.g. backend = "rucio", transfers = "conveyor"; see scripts/demo-rucio.sh).',
+)
+@click.option(
+    "--release",
+    default="dr-demo",
+    show_default=True,
+    help="Name of the demo release (with Rucio: the DID scope of its files).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def demo(workdir: Path, small: bool, as_json: bool) -> None:
+def demo(workdir: Path, small: bool, replication: Path | None, release: str, as_json: bool) -> None:
     """Run the main job on embedded defaults: a two-site campaign (ncsa lead, in2p3 satellite, 50/50)
-    on SQLite, posix storage and the local executor, from plan to cross-validated, consolidated release."""
+    on SQLite, posix storage and the local executor, from plan to cross-validated, consolidated release.
+    With --replication, the same campaign through another replication back-end."""
     from drp.demo import DemoSettings, run_demo
     from instrumentation.progress import terminal_progress
 
@@ -36,7 +50,8 @@ def demo(workdir: Path, small: bool, as_json: bool) -> None:
         if r.before != r.after:
             logging.getLogger("drp.campaign").info("%s → %s: %s", r.before, r.after, r.message)
 
-    result = run_demo(DemoSettings(workdir=workdir, small=small), progress=terminal_progress, on_tick=tick)
+    settings = DemoSettings(workdir=workdir, small=small, replication=replication, release=release)
+    result = run_demo(settings, progress=terminal_progress, on_tick=tick)
     render.demo(result, as_json)
     if result.mismatches:
         click.echo(f"drp: error: {len(result.mismatches)} replicas differ from the catalogue", err=True)

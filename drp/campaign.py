@@ -47,7 +47,7 @@ from bookkeeping.states import CampaignState, RuleState
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from drp.campaign_config import CampaignConfig
 from drp.locking import campaign_lock
-from drp.split import site_expression, tract_dataset
+from drp.split import META_DATASET, site_expression, tract_dataset
 from science.pipeline.jobs import ReleaseContext
 from sites.catalogue import SiteCatalogue, SiteConfig, require_clients
 from transfer.checksum import adler32_file
@@ -102,11 +102,12 @@ class CampaignDriver:
         """Create the campaign (and its sites) in bookkeeping; False if it existed already."""
         with self.db.session() as session:
             upsert_sites(session, [s.to_row() for s in self.catalogue.sites])
-            if campaigns.exists(session, self.name):
-                return False
-            camp = create_campaign(session, self.name, self.release, self.cfg.model_dump(mode="json"))
-            campaigns.enter_first_state(session, camp)
-        return True
+            created = not campaigns.exists(session, self.name)
+            if created:
+                camp = create_campaign(session, self.name, self.release, self.cfg.model_dump(mode="json"))
+                campaigns.enter_first_state(session, camp)
+            campaigns.set_data_path(session, self.name, self.replication.data_path())
+        return created
 
     def tick(self) -> TickResult:
         """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs)."""
@@ -240,7 +241,7 @@ class CampaignDriver:
             if meta:
                 rows = [_file_row(root, n) for n in meta]
                 registered += self.replication.register(
-                    session, f"{self.release}:meta", rows, lead.name, campaign=self.name
+                    session, f"{self.release}:{META_DATASET}", rows, lead.name, campaign=self.name
                 ).n_files
             rules = 0
             for home, sites in sorted(needs.items()):
@@ -255,7 +256,7 @@ class CampaignDriver:
                     rules += 1
             everywhere, n_sites = self._everywhere(session)
             self.replication.add_rule(
-                session, f"{self.release}:meta", everywhere, n_sites, campaign=self.name
+                session, f"{self.release}:{META_DATASET}", everywhere, n_sites, campaign=self.name
             )
             # the split's own per-tract rules on datasets that hold no visits are satisfied at once
         return (

@@ -6,6 +6,9 @@ agreement) under a work directory, generates the demo release into the lead's st
 storage, the local executor, embedded replication): plan, register, replicate, process, collect,
 cross-validate the overlap tract, consolidate. At the end every catalogued file is read back at every
 site and its adler32 compared with the catalogue.
+
+With ``--replication FILE`` the same campaign runs with another replication back-end, e.g. a Rucio
+server whose conveyor and FTS3 move the data (see docs/data.md and scripts/demo-rucio.sh).
 """
 
 from __future__ import annotations
@@ -83,6 +86,27 @@ class DemoSettings:
     workdir: Path
     small: bool = False  # a 2-tract, 2-band release for a quick look
     overlap: tuple[int, ...] = (0,)
+    replication: Path | None = None  # a TOML file with a [replication] table, e.g. Rucio in conveyor mode
+    release: str = RELEASE  # with Rucio, the DID scope of the release's files
+
+
+def replication_table(path: Path) -> str:
+    """The text of a TOML file holding only a ``[replication]`` table, to append to the demo's sites."""
+    import tomllib
+
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except OSError as err:
+        raise ConfigError(str(path), None, f"cannot read: {err.strerror or err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), None, f"not valid TOML: {err}") from err
+    if not isinstance(data.get("replication"), dict):
+        raise ConfigError(str(path), "replication", "the file needs a [replication] table")
+    extra = sorted(set(data) - {"replication"})
+    if extra:
+        raise ConfigError(str(path), extra[0], "only a [replication] table belongs in this file")
+    return text
 
 
 @dataclass
@@ -130,9 +154,12 @@ def run_demo(
     workdir = settings.workdir.resolve()
     prepare_workdir(workdir)
     sites_file = workdir / "sites.toml"
-    sites_file.write_text(SITES_TOML.format(root=workdir))
+    sites_text = SITES_TOML.format(root=workdir)
+    if settings.replication is not None:
+        sites_text += f"\n# from {settings.replication}\n" + replication_table(settings.replication)
+    sites_file.write_text(sites_text)
     catalogue: SiteCatalogue = load_catalogue(sites_file)
-    release_cfg = SMALL if settings.small else ReleaseConfig(name=RELEASE)
+    release_cfg = (SMALL if settings.small else ReleaseConfig()).model_copy(update={"name": settings.release})
     campaign_file = workdir / "campaign.toml"
     campaign_file.write_text(
         CAMPAIGN_TOML.format(release=release_cfg.name, overlap=", ".join(str(t) for t in settings.overlap))

@@ -77,6 +77,11 @@ def plan_split(
     return SplitPlan(dict(sorted(assignment.items())), overlap_set, tuple(shares))
 
 
+# The release's metadata files (manifest, reference catalogue, truth). Not plain "meta": Rucio's REST
+# API reads /dids/SCOPE/meta as the metadata of the scope, so a dataset of that name cannot be made.
+META_DATASET = "meta.release"
+
+
 def tract_dataset(tract: int) -> str:
     """Name (in the release's scope) of the dataset holding a tract's processing inputs."""
     return f"inputs.tract{tract:04d}"

@@ -112,7 +112,7 @@ class BookkeepingCollector(Collector):
     def refresh_profiles(self) -> None:
         """Recompute the attempt and transfer profiles (called by the exporter's background thread)."""
         with self.db.session() as s:
-            rows = [*_attempt_families(s), _transfer_durations(s)]
+            rows = [*_attempt_families(s), _transfer_durations(s), *_transfer_movers(s)]
         with self._lock:
             self._profiles = _Profiles(time.time(), rows)
 
@@ -249,6 +249,31 @@ def _transfer_durations(s: Session) -> Metric:
         cid, src, dst, n, total, *buckets = row
         tdur.add_metric([camps.get(cid, ""), sites[src], sites[dst]], _buckets(buckets, n), float(total))
     return tdur
+
+
+def _transfer_movers(s: Session) -> list[Metric]:
+    """Transfers per link, mover and state (Rucio's requests: mover "rucio"), and the given-up ones
+    by failure kind (the engine's checksum/network/…, Rucio's failed/lost/no_sources/…)."""
+    sites, camps = site_names(s), aggregates.campaign_names(s)
+    labels = ["campaign", "source", "dest", "mover"]
+    by_state = GaugeMetricFamily(
+        "drp_transfer_requests", "Transfers per link, mover and state", labels=[*labels, "state"]
+    )
+    failed = GaugeMetricFamily(
+        "drp_transfer_failures",
+        "Given-up transfers per link, mover and failure kind",
+        labels=[*labels, "failure"],
+    )
+    states: dict[tuple[str, ...], float] = {}
+    for cid, src, dst, mover, st, failure, n in aggregates.transfers_by_mover(s):
+        link = [camps.get(cid, ""), sites[src], sites[dst], str(mover)]
+        key = (*link, TransferState(st).name)
+        states[key] = states.get(key, 0.0) + float(n)
+        if st == TransferState.FAILED:
+            failed.add_metric([*link, failure or "unknown"], float(n))
+    for key, count in states.items():
+        by_state.add_metric(list(key), count)
+    return [by_state, failed]
 
 
 def _buckets(counts: Iterable[Any], n: int) -> list[tuple[str, float]]:

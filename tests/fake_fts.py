@@ -48,6 +48,8 @@ class FakeFTS:
         self.lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
         self.port = 0
+        self.going = threading.Event()  # cleared: accepted jobs wait, as on a busy FTS
+        self.going.set()
 
     # -- storage -----------------------------------------------------------------------------------
     def local(self, url: str) -> Path | None:
@@ -122,6 +124,7 @@ class FakeFTS:
             f["tx_duration"] = time.monotonic() - started
 
     def _run(self, job: dict[str, Any]) -> None:
+        self.going.wait()
         for f in job["files"]:
             if f["file_state"] == "CANCELED":
                 continue
@@ -206,31 +209,31 @@ class FakeFTS:
             return 200, {"job_id": job_id}
         m = re.fullmatch(r"/jobs/([^/]+)(/files|/dm)?", path)
         if m:
-            job = self.jobs.get(m.group(1))
-            if job is None:
+            found = self.jobs.get(m.group(1))
+            if found is None:
                 return 404, {
                     "status": "404 Not Found",
                     "message": f'No job with the id "{m.group(1)}" has been found',
                 }
             with self.lock:
                 if method == "GET" and m.group(2) == "/files":
-                    return 200, [dict(f) for f in job["files"]]
+                    return 200, [dict(f) for f in found["files"]]
                 if method == "GET" and m.group(2) == "/dm":
                     return 200, []
                 if method == "GET":
-                    return 200, dict(job["job"])
+                    return 200, dict(found["job"])
                 if method == "DELETE" and m.group(2) is None:
-                    if job["job"]["job_state"] not in _TERMINAL:
-                        job["job"]["job_state"] = "CANCELED"
-                        for f in job["files"]:
+                    if found["job"]["job_state"] not in _TERMINAL:
+                        found["job"]["job_state"] = "CANCELED"
+                        for f in found["files"]:
                             if f["file_state"] not in _TERMINAL:
                                 f["file_state"] = "CANCELED"
-                    return 200, dict(job["job"])
+                    return 200, dict(found["job"])
         return 404, {"status": "404 Not Found", "message": f"no route {method} {path}"}
 
     def _bulk_status(self, ids: list[str]) -> tuple[int, Any]:
         """What Rucio's poller reads: one object per job id (a list for several), lost jobs as 404s."""
-        out = []
+        out: list[dict[str, Any]] = []
         with self.lock:
             for jid in ids:
                 job = self.jobs.get(jid)
@@ -290,6 +293,16 @@ class FakeFTS:
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.port}"
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` seconds, come back on the same port having forgotten every job
+        (an FTS whose database was lost): their polls get 404 and Rucio marks the requests LOST."""
+        port = self.port
+        self.stop()
+        with self.lock:
+            self.jobs.clear()
+        time.sleep(down_s)
+        self.serve(port)
 
     def stop(self) -> None:
         if self.httpd is not None:

@@ -113,6 +113,7 @@ def test_campaign_end_to_end(tmp_path: Path, pristine: Path) -> None:
     assert status["phases"][-1]["phase"] == "DONE" and all(p["failures"] == 0 for p in status["phases"])
     assert {(st["site"], st["step"]) for st in status["steps"]} >= {("ncsa", "merge"), ("in2p3", "merge")}
     assert all(st["attempts"] > 0 and st["seconds"] is not None for st in status["steps"])
+    assert status["data_path"] == "embedded rules; satdrp's transfer engine copies (the link's mover)"
     from drp.report import build_report
 
     report = build_report(db, driver.cfg, driver.catalogue)

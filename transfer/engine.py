@@ -149,6 +149,7 @@ class TransferEngine:
         with self.db.session() as session:
             self.backend.step(session)
             report.pending, report.waiting_until = transfers.pending(session)
+            report.pending = max(report.pending, self.backend.outstanding(session))
         return report
 
     def run(

@@ -36,8 +36,9 @@ def campaign_status(status: Any, as_json: bool) -> None:
         emit_json(status.to_dict())
         return
     title = f"campaign {status.campaign} [{status.state}]"
-    if status.message:
-        click.echo(f"{title}: {status.message}")
+    click.echo(f"{title}: {status.message}" if status.message else title)
+    if status.data_path:
+        click.echo(f"data path: {status.data_path}")
     if status.phases:
         table(
             "phases",

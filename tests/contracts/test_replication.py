@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -45,6 +46,7 @@ class World:
     roots: dict[str, Path]
     scope: str
     conveyor: bool = False  # Rucio's daemons move the data; satdrp's engine never takes a transfer
+    daemons: Any = None  # then: the tests' Conveyor (the daemons and the FTS3 fake they submit to)
 
     def settle(self, max_seconds: float = 60.0) -> EngineReport:
         """Make the copies: satdrp's engine until idle, or (conveyor) watch until no rule of this world
@@ -156,7 +158,9 @@ def make_world(request: pytest.FixtureRequest, db: Database, tmp_path: Path, mod
     engine = TransferEngine(db, cat, backend)
     try:
         with conveyor.running() if conveyor is not None else nullcontext():
-            yield World(db, cat, backend, engine, roots, f"t{tag}", conveyor=conveyor is not None)
+            yield World(
+                db, cat, backend, engine, roots, f"t{tag}", conveyor=conveyor is not None, daemons=conveyor
+            )
     finally:
         engine.close()
 
@@ -267,7 +271,7 @@ def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
     assert states[(rows[1].name, "in2p3")] is ReplicaState.AVAILABLE
     assert rule.state is RuleState.STUCK and rule.stuck_reason is not None
     if world.conveyor:  # the mirrored request says what FTS said; Rucio gave the copy up: no replica
-        assert failure is None and attempts >= 1
+        assert failure == "failed" and attempts >= 1  # Rucio's request state, kept as the failure kind
         assert states[(rows[0].name, "in2p3")] is ReplicaState.UNAVAILABLE
         assert "CHECKSUM MISMATCH" in rule.stuck_reason
     else:
@@ -292,6 +296,26 @@ def test_unwritable_destination_is_stuck_with_reason(world: World) -> None:
     assert state is ReplicaState.UNAVAILABLE
     assert rule.state is RuleState.STUCK and rule.stuck_reason
     assert ("DESTINATION" if world.conveyor else "cannot write") in rule.stuck_reason
+
+
+def test_file_attached_after_the_rule_is_copied(world: World) -> None:
+    """A rule covers files attached to its dataset later: an OK rule replicates again, then is OK."""
+    world.register(world.did("raw/tract0009"), 2)
+    with world.db.session() as s:
+        rule = world.backend.add_rule(s, world.did("raw/tract0009"), "site=in2p3")
+    world.settle()
+    late = world.write("ncsa", f"{world.scope}/raw/tract0009/late.fits", b"attached later\n" * 100)
+    with world.db.session() as s:
+        world.backend.register(s, world.did("raw/tract0009"), [late], "ncsa")
+        assert world.backend.rule(s, rule.id).state is RuleState.REPLICATING
+    world.settle()
+    with world.db.session() as s:
+        info = world.backend.rule(s, rule.id)
+    assert info.state is RuleState.OK and info.locks_ok == 3
+    assert (world.roots["in2p3"] / late.name).read_bytes() == (world.roots["ncsa"] / late.name).read_bytes()
+    if world.rucio_rule_state(rule.id) is not None:
+        assert world.rucio_rule_state(rule.id) == "OK"
+        assert world.rucio_replica_state(late.name, "in2p3") == "AVAILABLE"
 
 
 def test_declared_bad_replica_is_copied_again(world: World) -> None:

@@ -56,7 +56,11 @@ def recover(
     max_seconds: float | None = None,
     on_round: Callable[[EngineReport], None] | None = None,
 ) -> RecoverReport:
-    """Re-copy the site's BAD and LOST replicas from healthy ones; report what has no healthy copy."""
+    """Re-copy the site's BAD and LOST replicas from healthy ones; report what has no healthy copy.
+
+    When the replication service moves the data itself (Rucio's conveyor), the damaged replicas it
+    was told of (``drp dr audit`` declares them) are its to repair: nothing is queued, the copies
+    Rucio makes are watched until done or ``max_seconds``."""
     catalogue.get(site)
     report = RecoverReport(site, dry_run)
     started = time.perf_counter()
@@ -82,10 +86,12 @@ def recover(
         if dry_run or not targets:
             report.seconds = time.perf_counter() - started
             return report
-        if queue:
+        if queue and backend.engine_copies:
             set_replica_states(session, ((t.file_id, site_id, ReplicaState.COPYING) for t in queue))
             add_transfers(session, None, queue)
             log_event(session, "dr.recover", subject=site, payload={"queued": len(queue)})
+        elif queue:  # Rucio's conveyor: the necromancer and judge re-copy what was declared bad; we watch
+            log_event(session, "dr.recover", subject=site, payload={"left_to_rucio": len(queue)})
     run_until_idle(db, catalogue, backend, max_seconds=max_seconds, progress=on_round, poll_s=0.2)
     with db.session() as session:
         for fid, state, size, error in audits.outcomes_at(session, site_id, list(targets)):

@@ -146,3 +146,20 @@ class ReplicationBackend(ABC):
     @abstractmethod
     def probe(self) -> list[Probe]:
         """For `drp doctor`: can the back-end reach its catalogue, with credentials? (no raising)"""
+
+    # -- who moves the bytes -----------------------------------------------------------------------
+    @property
+    def engine_copies(self) -> bool:
+        """Whether satdrp's transfer engine makes this back-end's copies. False when the replication
+        service's own daemons do (Rucio's conveyor): satdrp then only places rules and watches, and
+        repairs of damaged replicas are the service's too."""
+        return True
+
+    def data_path(self) -> str:
+        """One line for operators (`drp doctor`, `campaign status`): who moves the data."""
+        return f"{self.name} rules; satdrp's transfer engine copies (the link's mover)"
+
+    def outstanding(self, session: Session) -> int:
+        """Copies the service still has to make (its rules' replicating locks), whether or not it has
+        made a request for them yet; 0 when satdrp's engine copies, as its transfer rows say it all."""
+        return 0

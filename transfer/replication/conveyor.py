@@ -63,6 +63,11 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+def _failure(state: str) -> str | None:
+    """The failure kind bookkeeping keeps for a request Rucio ended without a copy: its state's name."""
+    return state.lower() if REQUEST_STATES.get(state) is TransferState.FAILED else None
+
+
 def mirror_replicas(
     session: Session, client: Any, rule: ruledb.RuleRow, site_of: dict[str, int]
 ) -> dict[str, Any]:
@@ -155,6 +160,7 @@ class RequestMirror:
                 error=q.get("err_msg"),
                 started_at=_epoch(q.get("started_at") or q.get("submitted_at")),
                 finished_at=_epoch(q.get("transferred_at")),
+                failure=_failure(str(q["state"])),
             )
             for q in mine
             if f"{q['scope']}/{q['name']}" in ids

@@ -62,7 +62,10 @@ class EmbeddedBackend(ReplicationBackend):
     name = "embedded"
 
     def probe(self) -> list[Probe]:
-        return [Probe("catalogue", Health.OK, "rules and replicas are kept in bookkeeping")]
+        return [
+            Probe("catalogue", Health.OK, "rules and replicas are kept in bookkeeping"),
+            Probe("transfers", Health.OK, self.data_path()),
+        ]
 
     # -- catalogue ---------------------------------------------------------------------------------
     def register(
@@ -80,6 +83,8 @@ class EmbeddedBackend(ReplicationBackend):
         result = register_files(session, ds, files, replicas_at=[(site_id, ReplicaState.AVAILABLE)])
         if campaign is not None:
             attach_input(session, campaign_id(session, campaign), ds)
+        if result.n_files:  # a rule covers files attached after it (Rucio's semantics): OK ones resume
+            self._advance(session, ruledb.listed(session, dataset_id=ds, states=[RuleState.OK]))
         return result
 
     def replicas(self, session: Session, dataset: str) -> list[ReplicaInfo]:

@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 
 from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
-from bookkeeping.files import FileRow, RegisterResult
+from bookkeeping.files import FileRow, RegisterResult, set_replica_states
 from bookkeeping.states import ReplicaState, RuleState
 from common.errors import ConfigError, DrpError, InvalidInputError
-from common.probes import TIMEOUT_S, Health, Probe, credential_file, http
+from common.probes import TIMEOUT_S, Health, Probe, credential_file, http, tcp
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
 
@@ -153,14 +153,27 @@ class RucioBackend(EmbeddedBackend):
         if server.health is not Health.OK or creds.health is not Health.OK:
             return [server, creds]
         if s.auth_type == "userpass":  # ask the auth server itself: the client would reuse a cached token
-            return [server, self._check_userpass(creds)]
+            return [server, self._check_userpass(creds), *self._transfer_probes()]
         try:
             who = self.client.whoami()
         except Exception as err:  # rucio's own tree; its text is not shown, it may echo a credential
             cause = err.__cause__ or err
             return [server, Probe(creds.check, Health.NO_CREDENTIALS, f"refused: {type(cause).__name__}")]
         account = (who or {}).get("account", s.account)
-        return [server, Probe(creds.check, Health.OK, f"{creds.detail}; authenticated as {account}")]
+        return [
+            server,
+            Probe(creds.check, Health.OK, f"{creds.detail}; authenticated as {account}"),
+            *self._transfer_probes(),
+        ]
+
+    def _transfer_probes(self) -> list[Probe]:
+        """Which mode moves the bytes and, in conveyor mode, whether the FTS3 endpoint answers."""
+        mode = Probe("transfers", Health.OK, self.data_path())
+        if not self.conveyor or not self.settings.fts:
+            return [mode]
+        url = urlparse(self.settings.fts)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return [mode, tcp("FTS3 endpoint", url.hostname or "localhost", port)]
 
     def _check_userpass(self, creds: Probe) -> Probe:
         import urllib.error
@@ -212,6 +225,27 @@ class RucioBackend(EmbeddedBackend):
     def conveyor(self) -> bool:
         """Rucio's daemons move the data (satdrp only places rules and watches)."""
         return self.settings.transfers == "conveyor"
+
+    @property
+    def engine_copies(self) -> bool:
+        return not self.conveyor
+
+    def data_path(self) -> str:
+        if self.conveyor:
+            return (
+                f"Rucio rules at {self.settings.host}; Rucio's conveyor and FTS3 at {self.settings.fts} "
+                "copy (transfers = conveyor), satdrp watches"
+            )
+        host = self.settings.host
+        return f"Rucio rules at {host}; satdrp's engine copies and tells Rucio (transfers = satdrp)"
+
+    def outstanding(self, session: Session) -> int:
+        if not self.conveyor:
+            return 0
+        # a REPLICATING rule's stuck locks are ones Rucio is repairing (see _evaluate)
+        return sum(
+            r.locks_replicating + r.locks_stuck for r in self.rules(session, state=RuleState.REPLICATING)
+        )
 
     def _site_of_rse(self, session: Session) -> dict[str, int]:
         ids = ensure_sites(session, self)
@@ -306,6 +340,16 @@ class RucioBackend(EmbeddedBackend):
             pass
         self._scopes.add(scope)
 
+    def _dataset_did(self, scope: str, name: str) -> None:
+        """The dataset DID (and its scope) in Rucio, made if missing."""
+        from rucio.common.exception import DataIdentifierAlreadyExists
+
+        self._scope(scope)
+        try:
+            self.client.add_dataset(scope, name)
+        except DataIdentifierAlreadyExists:
+            pass
+
     # -- catalogue ---------------------------------------------------------------------------------
     def register(
         self,
@@ -316,20 +360,14 @@ class RucioBackend(EmbeddedBackend):
         *,
         campaign: str | None = None,
     ) -> RegisterResult:
-        from rucio.common.exception import DataIdentifierAlreadyExists
-
         rows = list(files)
         dids = [file_did(r.name) for r in rows]  # validate before anything is written
         result = super().register(session, dataset, rows, site, campaign=campaign)
         self.ensure_topology()
         scope, name = split_did(dataset)
-        self._scope(scope)
         for s in {d[0] for d in dids}:
             self._scope(s)
-        try:
-            self.client.add_dataset(scope, name)
-        except DataIdentifierAlreadyExists:
-            pass
+        self._dataset_did(scope, name)
         replicas = [
             {"scope": s, "name": n, "bytes": r.size, "adler32": r.adler32}
             for (s, n), r in zip(dids, rows, strict=True)
@@ -356,6 +394,7 @@ class RucioBackend(EmbeddedBackend):
         mine = "|".join(sorted(self.rse(site.name) for site in self.catalogue.sites))
         expr = f"({to_rucio(rule.expression)})&({mine})"
         did = {"scope": scope, "name": name}
+        self._dataset_did(scope, name)  # a rule may come before any file (a tract with no visits yet)
         try:
             (rule_id,) = self.client.add_replication_rule(
                 [did], rule.copies, expr, account=self.settings.account, grouping="DATASET"
@@ -392,7 +431,14 @@ class RucioBackend(EmbeddedBackend):
     def _queue(
         self, session: Session, rule: ruledb.RuleRow, site_id: int, only: Sequence[int] | None = None
     ) -> int:
-        return 0 if self.conveyor else super()._queue(session, rule, site_id, only)  # Rucio queues its own
+        """Conveyor mode: Rucio makes the requests; the missing replicas only become COPYING (until the
+        judge's locks and the conveyor's replicas are mirrored), so a file attached to a dataset whose
+        rule is OK turns the rule REPLICATING at once, as in Rucio."""
+        if not self.conveyor:
+            return super()._queue(session, rule, site_id, only)
+        rows = filedb.copy_sources(session, rule.dataset_id, site_id, only)
+        set_replica_states(session, ((f, site_id, ReplicaState.COPYING) for f, _, _ in rows))
+        return 0
 
     def _evaluate(self, session: Session, rule: ruledb.RuleRow, sites: Sequence[int]) -> RuleState:
         """Conveyor mode: bookkeeping's replicas from Rucio, then the embedded judgement of the rule on
@@ -464,19 +510,47 @@ class RucioBackend(EmbeddedBackend):
     # -- replicas ----------------------------------------------------------------------------------
     def copied(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
         super().copied(session, replicas)
-        self._set_in_rucio(session, replicas, "A")
+        self._available_in_rucio(session, replicas)
 
-    def _set_in_rucio(self, session: Session, replicas: Sequence[tuple[int, int]], state: str) -> None:
+    def _available_in_rucio(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
+        """Tell Rucio the verified copies are AVAILABLE. Rucio made a destination replica when the rule
+        locked the file; a file attached after the rule has none until Rucio's judge re-evaluates it
+        (no judge runs in this mode), so its copy is added as a new AVAILABLE replica instead."""
+        from rucio.common.exception import ReplicaNotFound
+
         names = {v: k for k, v in ensure_sites(session, self).items()}
-        by_rse: dict[str, list[dict[str, str]]] = defaultdict(list)
+        by_rse: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
         for chunk in _chunks(list(replicas)):
             file_names = filedb.file_names(session, [f for f, _ in chunk])
             for f, site in chunk:
-                scope, name = file_did(file_names[f])
-                by_rse[self.rse(names[site])].append({"scope": scope, "name": name, "state": state})
+                by_rse[self.rse(names[site])].append((f, *file_did(file_names[f])))
         for rse, files in by_rse.items():
             for part in _chunks(files):
-                self.client.update_replicas_states(rse, list(part))
+                try:
+                    self.client.update_replicas_states(
+                        rse, [{"scope": s, "name": n, "state": "A"} for _, s, n in part]
+                    )
+                except ReplicaNotFound:
+                    self._add_missing(session, rse, part)
+
+    def _add_missing(self, session: Session, rse: str, part: Sequence[tuple[int, str, str]]) -> None:
+        from rucio.common.exception import ReplicaNotFound
+
+        missing: list[tuple[int, str, str]] = []
+        for f, scope, name in part:
+            try:
+                self.client.update_replicas_states(rse, [{"scope": scope, "name": name, "state": "A"}])
+            except ReplicaNotFound:
+                missing.append((f, scope, name))
+        rows = filedb.file_rows(session, [f for f, _, _ in missing])
+        if missing:
+            self.client.add_replicas(
+                rse,
+                [
+                    {"scope": s, "name": n, "bytes": rows[f].size, "adler32": rows[f].adler32}
+                    for f, s, n in missing
+                ],
+            )
 
     def declare_bad(
         self,
