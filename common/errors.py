@@ -51,3 +51,10 @@ class InvalidInputError(DrpError):
 
 class NotFoundError(DrpError):
     """A named object (site, dataset, campaign, job) does not exist in bookkeeping."""
+
+
+class ServiceUnavailableError(DrpError):
+    """A service the work needs (Rucio, FTS3, a scheduler) cannot be reached right now. Nothing was
+    changed or lost; a campaign tick says so and exits 3 (in progress): the next tick retries."""
+
+    exit_code = EXIT_IN_PROGRESS

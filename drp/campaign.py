@@ -44,7 +44,14 @@ from bookkeeping.files import FileRow
 from bookkeeping.plans import load_plan
 from bookkeeping.sites import unavailable, upsert_sites
 from bookkeeping.states import CampaignState, RuleState
-from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
+from common.errors import (
+    EXIT_FAILED,
+    EXIT_IN_PROGRESS,
+    EXIT_OK,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from drp.campaign_config import CampaignConfig
 from drp.locking import campaign_lock
 from drp.split import META_DATASET, site_expression, tract_dataset
@@ -120,6 +127,8 @@ class CampaignDriver:
                 after, message = self._handlers()[camp.state]()
             except InvalidInputError as err:
                 after, message = CampaignState.FAILED, f"{camp.state.name.lower()}: {err}"
+            except ServiceUnavailableError as err:  # stays where it is; the next tick retries
+                after, message = camp.state, f"{camp.state.name.lower()}: waiting: {err}"
             with self.db.session() as session:
                 transition(session, camp.id, after, message)
             return TickResult(self.name, camp.state.name, after.name, message)

@@ -4,6 +4,7 @@ the overlap validated. Ticks are exclusive."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -241,3 +242,38 @@ def test_missing_patch_at_one_site_fails_validation_by_name(tmp_path: Path, pris
         "tract 0 ncsa vs in2p3: coadd_chi2[g]" in result.message
         and "patch 1 missing at in2p3" in result.message
     )
+
+
+def test_tick_with_rucio_down_exits_3_with_the_reason_and_changes_nothing(
+    tmp_path: Path, pristine: Path
+) -> None:
+    """A Rucio server that does not answer is not a failure of the campaign: the tick says why, exits 3
+    (in progress) and leaves the state for the next tick; nothing is registered meanwhile."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    pytest.importorskip("rucio.client", reason="needs satdrp[rucio] (installed by make test)")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    driver = _setup(tmp_path, pristine)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        sites.read_text() + f'\n[replication]\nbackend = "rucio"\nhost = "http://127.0.0.1:{port}"\n'
+        'username = "ddmlab"\npassword = "secret"\n'
+    )
+    env = {"DRP_DB_URL": f"sqlite:///{tmp_path / 'bk.sqlite'}"}
+    runner = CliRunner()
+    states = []
+    for _ in range(3):
+        out = runner.invoke(cli, ["campaign", "tick", str(tmp_path / "campaign.toml"), "--json"], env=env)
+        assert out.exit_code == 3, out.output
+        states.append(json.loads(out.output))
+    assert states[-1]["before"] == states[-1]["after"] == "PLANNED"
+    assert f"Rucio at http://127.0.0.1:{port} cannot be reached" in states[-1]["message"]
+    assert "waiting" in states[-1]["message"] and "secret" not in out.output
+    with driver.db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM files")).scalar_one() == 0

@@ -109,7 +109,8 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
     found = audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True)
     assert {f.name for f in found.findings} == {rows[0].name, rows[1].name}
     for r in rows[:2]:
-        assert world.rucio_replica_state(r.name, "in2p3") == "BAD", "declared in Rucio"
+        # declared in Rucio; its necromancer may already have started the repair
+        assert world.rucio_replica_state(r.name, "in2p3") in ("BAD", "COPYING", "AVAILABLE")
     before = _count_requests(world)
     done = recover(world.db, world.cat, world.backend, "in2p3", max_seconds=120)
     assert (done.recovered, done.unrecoverable, done.failed, done.pending) == (2, [], [], 0)

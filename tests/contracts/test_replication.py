@@ -260,18 +260,20 @@ def test_corrupt_copy_is_removed_retried_then_bad(world: World) -> None:
     assert not (world.roots["in2p3"] / rows[0].name).exists(), "a bad copy never stays under its real name"
     with world.db.session() as s:
         rule = world.backend.rule(s, rule.id)
-        attempts, failure = s.execute(
+        tried = s.execute(
             text(
-                "SELECT t.attempts, t.failure FROM transfers t JOIN files f ON f.id = t.file_id "
-                "WHERE f.name = :n ORDER BY t.id DESC LIMIT 1"
+                "SELECT t.attempts, t.failure, t.state FROM transfers t JOIN files f ON f.id = t.file_id "
+                "WHERE f.name = :n ORDER BY t.id"
             ),
             {"n": rows[0].name},
-        ).one()
+        ).all()
+        attempts, failure, _ = tried[-1]
         states = {(r.name, r.site): r.state for r in world.backend.replicas(s, world.did("raw/tract0006"))}
     assert states[(rows[1].name, "in2p3")] is ReplicaState.AVAILABLE
     assert rule.state is RuleState.STUCK and rule.stuck_reason is not None
     if world.conveyor:  # the mirrored request says what FTS said; Rucio gave the copy up: no replica
-        assert failure == "failed" and attempts >= 1  # Rucio's request state, kept as the failure kind
+        # one row per Rucio request, each FAILED with Rucio's state as its failure kind
+        assert tried and all((f, st) == ("failed", int(TransferState.FAILED)) for _, f, st in tried), tried
         assert states[(rows[0].name, "in2p3")] is ReplicaState.UNAVAILABLE
         assert "CHECKSUM MISMATCH" in rule.stuck_reason
     else:

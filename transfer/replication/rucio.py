@@ -34,7 +34,7 @@ from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
 from bookkeeping.files import FileRow, RegisterResult, set_replica_states
 from bookkeeping.states import ReplicaState, RuleState
-from common.errors import ConfigError, DrpError, InvalidInputError
+from common.errors import ConfigError, DrpError, InvalidInputError, ServiceUnavailableError
 from common.probes import TIMEOUT_S, Health, Probe, credential_file, http, tcp
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
@@ -42,6 +42,7 @@ from transfer.expressions import to_rucio
 from .base import ReplicationSettings, RuleInfo, StepReport, split_did
 from .conveyor import RequestMirror, mirror_replicas
 from .embedded import EmbeddedBackend, ensure_sites
+from .rucio_client import Guarded, unreachable
 
 CHUNK = 500
 
@@ -131,7 +132,7 @@ class RucioBackend(EmbeddedBackend):
             elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
                 creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
             try:
-                self._client = Client(
+                raw = Client(
                     rucio_host=s.host,
                     auth_host=s.auth_host or s.host,
                     account=s.account,
@@ -141,9 +142,14 @@ class RucioBackend(EmbeddedBackend):
                     timeout=s.timeout_s,
                 )
             except Exception as err:  # rucio raises its own tree; say which server, never the password
+                if unreachable(err):
+                    raise ServiceUnavailableError(
+                        f"Rucio at {s.host} cannot be reached ({type(err).__name__})"
+                    ) from err
                 raise RucioError(
                     f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
                 ) from err
+            self._client = Guarded(raw, s.host)
         return self._client
 
     def probe(self) -> list[Probe]:
@@ -469,11 +475,16 @@ class RucioBackend(EmbeddedBackend):
         )
 
     def step(self, session: Session) -> StepReport:
-        if self.conveyor:  # requests first: a lock Rucio gave up on takes its request's error as reason
+        if self.conveyor:
+            # Requests before the replicas, so that a lock Rucio gave up on finds its request's error,
+            # and after them, so that every copy seen AVAILABLE has its request in the books (Rucio can
+            # queue, copy and archive a request between two passes).
             if self._requests is None:
                 self._requests = RequestMirror(self.client, self._site_of_rse(session))
             self._requests.mirror(session)
-            return super().step(session)  # rules placed, replicas mirrored and judged; nothing queued
+            report = super().step(session)  # rules placed, replicas mirrored and judged; nothing queued
+            self._requests.mirror(session)
+            return report
         report = super().step(session)
         live = [s for s in RuleState if s is not RuleState.SUSPENDED]
         for rule in ruledb.listed(session, states=live, external=True):
