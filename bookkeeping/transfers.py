@@ -422,3 +422,12 @@ def last_errors(session: Session, pairs: Sequence[tuple[int, int]]) -> dict[tupl
             if (int(f), int(d)) in wanted:
                 out[(int(f), int(d))] = str(err)  # ordered by id: the latest wins
     return out
+
+
+def open_requests(session: Session) -> set[str]:
+    """Ids of the Rucio requests whose mirrored transfer is still queued or in flight."""
+    stmt = text("SELECT request_id FROM transfers WHERE mover = :c AND state IN :open").bindparams(
+        bindparam("open", expanding=True)
+    )
+    rows = session.execute(stmt, {"c": CONVEYOR, "open": [int(s) for s in _PENDING]})
+    return {str(r) for (r,) in rows if r is not None}

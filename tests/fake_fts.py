@@ -75,7 +75,7 @@ class FakeFTS:
         )
         if proc.returncode == 0:
             return ""
-        err = " ".join(proc.stderr.split())[-300:]
+        err = " ".join(proc.stderr.replace("\x00", " ").split())[-300:]  # xrdcp ends messages with NUL
         if "checksum" in err.lower():
             return f"TRANSFER [5] DESTINATION CHECKSUM MISMATCH user defined {want} != destination ({err})"
         if "no such file" in err.lower() or "not found" in err.lower():

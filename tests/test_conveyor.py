@@ -175,3 +175,71 @@ def test_demo_campaign_completes_in_conveyor_mode(
     finally:
         db.dispose()
     assert set(movers) == {"rucio"} and movers["rucio"] > 0 and no_request == 0
+
+
+def test_xrootd_sites_copy_through_fts_with_rucio(
+    rucio_server: object,
+    rucio_conveyor: object,
+    xrootd_sites: dict[str, object],
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    """Two XRootD sites: Rucio's conveyor submits root:// → root:// to FTS3, which copies third-party
+    (xrdcp --tpc first) with the requested adler32 checked; the rule goes OK, the books mirror it."""
+    import os
+    import uuid
+    import zlib
+
+    from bookkeeping.files import FileRow
+    from sites.catalogue import parse_catalogue
+    from tests.rucio_server import PASSWORD, USERNAME
+    from transfer.engine import TransferEngine
+    from transfer.replication.registry import get_replication
+
+    tag = uuid.uuid4().hex[:8]
+    src, dst = xrootd_sites["ncsa"], xrootd_sites["in2p3"]
+    cat = parse_catalogue(
+        {
+            "site": [
+                {"name": "ncsa", "role": "lead", "share": 0.5, "storage": f"{src.url}/{tag}"},  # type: ignore[attr-defined]
+                {"name": "in2p3", "role": "satellite", "share": 0.5, "storage": f"{dst.url}/{tag}"},  # type: ignore[attr-defined]
+            ],
+            "replication": {
+                "backend": "rucio",
+                "host": rucio_server.url,  # type: ignore[attr-defined]
+                "username": USERNAME,
+                "password": PASSWORD,
+                "rse_suffix": f"_X{tag.upper()}",
+                "transfers": "conveyor",
+                "fts": rucio_conveyor.fts_url,  # type: ignore[attr-defined]
+            },
+        },
+        "test",
+    )
+    scope = f"x{tag}"
+    rows = []
+    for i in range(3):
+        data = os.urandom(8192)
+        path = src.data / tag / scope / "raw" / f"f{i}.fits"  # type: ignore[attr-defined]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        rows.append(FileRow(f"{scope}/raw/f{i}.fits", len(data), f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"))
+    src.chown()  # type: ignore[attr-defined]
+    backend = get_replication(cat)
+    engine = TransferEngine(db, cat, backend)
+    try:
+        with db.session() as s:
+            backend.register(s, f"{scope}:raw", rows, "ncsa")
+            rule = backend.add_rule(s, f"{scope}:raw", "site=in2p3")
+        with rucio_conveyor.running():  # type: ignore[attr-defined]
+            engine.run(max_seconds=120, poll_s=0.5)
+        with db.session() as s:
+            info = backend.rule(s, rule.id)
+            movers = s.execute(text("SELECT mover, state FROM transfers")).all()
+    finally:
+        engine.close()
+    assert info.state is RuleState.OK, info.stuck_reason
+    assert sorted(movers) == [("rucio", int(TransferState.DONE))] * 3
+    for r in rows:
+        copy = dst.data / tag / r.name  # type: ignore[attr-defined]
+        assert copy.read_bytes() == (src.data / tag / r.name).read_bytes()  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
 from bookkeeping.files import set_replica_states
 from bookkeeping.states import ReplicaState, TransferState
-from bookkeeping.transfers import RequestRow, last_errors, mirror_requests
+from bookkeeping.transfers import RequestRow, last_errors, mirror_requests, open_requests
 
 # Rucio's request states (rucio.db.sqla.constants.RequestState) as bookkeeping's transfer states
 REQUEST_STATES = {
@@ -119,6 +119,8 @@ class RequestMirror:
         self.history_seen: dict[tuple[str, str], int] = {}  # link → archived requests read (paging)
 
     def requests(self) -> Iterable[dict[str, Any]]:
+        """Live requests of every link, then the archived ones after those already read. Rucio's
+        history query has no ORDER BY, so the offset is a hint: see :meth:`mirror`."""
         rses = sorted(self.site_of)
         for src in rses:
             for dst in rses:
@@ -141,6 +143,13 @@ class RequestMirror:
         for r in self.requests():
             if r.get("rule_id") and r.get("request_type", "TRANSFER") == "TRANSFER":
                 latest[str(r["id"])] = r
+        if not open_requests(session) <= set(latest):
+            # A request the books hold open is neither live nor in the history pages read: it was
+            # archived where the unordered history query had already been paged past. Read it all.
+            self.history_seen.clear()
+            for r in self.requests():
+                if r.get("rule_id") and r.get("request_type", "TRANSFER") == "TRANSFER":
+                    latest[str(r["id"])] = r
         requests = list(latest.values())
         rules = {r.external_id: r for r in ruledb.listed(session, external=True) if r.external_id is not None}
         mine = [q for q in requests if q["rule_id"] in rules]

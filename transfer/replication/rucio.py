@@ -287,7 +287,9 @@ class RucioBackend(EmbeddedBackend):
                 "impl": "rucio.rse.protocols.xrootd.Default",
                 "hostname": url.hostname or "",
                 "port": url.port or 1094,
-                "prefix": "/" + url.path.lstrip("/").rstrip("/") + "/",
+                # root://host:port//abs/path: Rucio joins host:port and the prefix as they are, and an
+                # XRootD server refuses a path without the second slash ("relative path disallowed")
+                "prefix": "//" + url.path.lstrip("/").rstrip("/") + "/",
                 "domains": domains,
             }
         scheme = "davs" if url.scheme in ("davs", "https") else url.scheme
@@ -520,6 +522,8 @@ class RucioBackend(EmbeddedBackend):
 
     # -- replicas ----------------------------------------------------------------------------------
     def copied(self, session: Session, replicas: Sequence[tuple[int, int]]) -> None:
+        if self.conveyor:  # the one place satdrp would write replica states to Rucio for a transfer
+            raise RucioError("conveyor mode: Rucio's conveyor makes the copies, satdrp's engine must not")
         super().copied(session, replicas)
         self._available_in_rucio(session, replicas)
 
