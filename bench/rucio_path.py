@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--kib", type=int, default=16)
     ap.add_argument("--skip-satdrp-mode", action="store_true", help="skip path 2 (Rucio, satdrp copies)")
+    ap.add_argument(
+        "--group-bulk", type=int, default=1, help="files per FTS job the submitter makes (Rucio's default: 1)"
+    )
     args = ap.parse_args()
     bindir = find_pg_bindir()
     if bindir is None or not (server_venv() / "bin/gunicorn").exists():
@@ -131,7 +134,7 @@ def main() -> int:
             (tmp / "rucio").mkdir()
             (tmp / "conveyor").mkdir()
             server = RucioServer(tmp / "rucio", pg).start()
-            conveyor = Conveyor(server, tmp / "conveyor").start()
+            conveyor = Conveyor(server, tmp / "conveyor", group_bulk=args.group_bulk).start()
             base = {"backend": "rucio", "host": server.url, "username": USERNAME, "password": PASSWORD}
             if not args.skip_satdrp_mode:
                 _run(tmp, "rucio, satdrp copies", {**base, "rse_suffix": "_S"}, n, size)
@@ -140,7 +143,7 @@ def main() -> int:
             with conveyor.running():
                 conv = _run(
                     tmp,
-                    "rucio, conveyor + FTS3",
+                    f"rucio, conveyor + FTS3 (group_bulk {args.group_bulk})",
                     {**base, "rse_suffix": "_C", "transfers": "conveyor", "fts": conveyor.fts_url},
                     n,
                     size,

@@ -47,7 +47,7 @@ def necromancer_pass(bulk: int) -> None:
     )
 
 
-def cycle(pause: float) -> dict[str, float]:
+def cycle(pause: float, group_bulk: int = 1) -> dict[str, float]:
     from rucio.daemons.conveyor.finisher import finisher
     from rucio.daemons.conveyor.poller import poller
     from rucio.daemons.conveyor.submitter import submitter
@@ -58,7 +58,9 @@ def cycle(pause: float) -> dict[str, float]:
         ("judge", lambda: re_evaluator(once=True, did_limit=10000)),
         (
             "submitter",
-            lambda: submitter(once=True, partition_wait_time=0, transfertools=["fts3"], bulk=10000),
+            lambda: submitter(
+                once=True, partition_wait_time=0, transfertools=["fts3"], bulk=10000, group_bulk=group_bulk
+            ),
         ),
         ("pause", lambda: time.sleep(pause)),  # FTS copies asynchronously
         (
@@ -80,6 +82,7 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.2, help="seconds between submitting and polling")
     ap.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: until SIGTERM)")
     ap.add_argument("--gate", type=Path, default=None, help="run cycles only while this file exists")
+    ap.add_argument("--group-bulk", type=int, default=1, help="files per FTS job (Rucio's default: 1)")
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _stop)
@@ -89,7 +92,7 @@ def main() -> int:
             time.sleep(0.1)
             continue
         try:
-            took = cycle(args.pause)
+            took = cycle(args.pause, args.group_bulk)
         except Exception as err:  # a daemon pass failing (database busy…) must not end the loop
             print(json.dumps({"cycle": n, "error": f"{type(err).__name__}: {err}"}), flush=True)
             time.sleep(1.0)

@@ -207,6 +207,7 @@ class Conveyor:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
     fts: Any = None
+    group_bulk: int = 1  # files per FTS job the submitter makes (Rucio's default: one)
 
     @property
     def gate(self) -> Path:
@@ -233,6 +234,8 @@ class Conveyor:
                 str(ROOT / "tests/rucio_daemons.py"),
                 "--gate",
                 str(self.gate),
+                "--group-bulk",
+                str(self.group_bulk),
             ],
             env=env,
             stdout=log,
