@@ -111,3 +111,13 @@ def transfers_by_mover(session: Session) -> list[tuple[int, int, int, str, int, 
         "GROUP BY coalesce(campaign_id, 0), source_site_id, dest_site_id, mover, state, "
         "coalesce(failure, '')",
     )
+
+
+def campaign_transfers(session: Session, campaign_id: int) -> dict[TransferState, int]:
+    """A campaign's transfers by state, from the exact aggregate (cheap at any size)."""
+    rows = _rows(
+        session,
+        "SELECT state, sum(n_transfers) FROM transfer_counts WHERE campaign_id = :c GROUP BY state",
+        {"c": campaign_id},
+    )
+    return {TransferState(st): int(n) for st, n in rows if n}

@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bookkeeping import campaigns
+from bookkeeping import aggregates, campaigns
 from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
 from bookkeeping.campaigns import TERMINAL, ValidationRow, create_campaign, transition
@@ -43,7 +43,7 @@ from bookkeeping.database import Database
 from bookkeeping.files import FileRow
 from bookkeeping.plans import load_plan
 from bookkeeping.sites import unavailable, upsert_sites
-from bookkeeping.states import CampaignState, RuleState
+from bookkeeping.states import CampaignState, RuleState, TransferState
 from common.errors import (
     EXIT_FAILED,
     EXIT_IN_PROGRESS,
@@ -285,10 +285,16 @@ class CampaignDriver:
                 for r in self.replication.rules(session)
                 if r.id in ours and r.state is not RuleState.SUSPENDED
             ]
+            by_state = aggregates.campaign_transfers(session, camp.id)
         stuck = [r for r in mine if r.state is RuleState.STUCK]
         moved = f"{report.done} copied, {report.retried} retried, {report.failed} given up, " + (
             f"{report.pending} pending"
         )
+        if not self.replication.engine_copies:  # Rucio's conveyor copies: what its requests say so far
+            moved = (
+                f"Rucio requests: {by_state.get(TransferState.DONE, 0)} done, "
+                f"{by_state.get(TransferState.FAILED, 0)} failed, {report.pending} copies pending"
+            )
         if report.pending:
             return self.campaign().state, moved
         if stuck:

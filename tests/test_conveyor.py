@@ -164,6 +164,7 @@ def test_demo_campaign_completes_in_conveyor_mode(
             DemoSettings(workdir=tmp_path / "demo", small=True, replication=settings_file, release=f"dr{tag}")
         )
     assert (result.state, result.mismatches) == ("DONE", []), result.message
+    assert "Rucio requests:" in result.message and " 0 done" not in result.message, result.message
     assert result.verified == {"ncsa": result.files, "in2p3": result.files} and result.files > 0
     assert result.status is not None and result.status.data_path is not None
     assert "conveyor" in result.status.data_path
