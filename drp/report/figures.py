@@ -109,6 +109,9 @@ def transfers(data: ReportData) -> Any:
             ax.hist(rates, bins=30, alpha=0.6, color=COLORS[i % len(COLORS)], label=f"{a} → {b}")
     ax.set_xlabel("throughput per transfer (MiB/s)")
     ax.set_ylabel("transfers")
+    timed = sum(1 for t in data.transfers if t.seconds and t.seconds > 0)
+    if timed < len(data.transfers):  # e.g. Rucio's request times are whole seconds: fast copies take "0 s"
+        ax.set_title(f"{timed} of {len(data.transfers)} transfers lasted a measurable time", fontsize="small")
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize="small")
     else:  # e.g. Rucio's requests, timed to the second: copies of small files take "0 s"
