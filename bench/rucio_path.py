@@ -116,6 +116,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--kib", type=int, default=16)
     ap.add_argument("--skip-satdrp-mode", action="store_true", help="skip path 2 (Rucio, satdrp copies)")
+    ap.add_argument("--skip-conveyor", action="store_true", help="skip path 3 (Rucio's conveyor)")
     ap.add_argument(
         "--group-bulk", type=int, default=1, help="files per FTS job the submitter makes (Rucio's default: 1)"
     )
@@ -137,7 +138,10 @@ def main() -> int:
             conveyor = Conveyor(server, tmp / "conveyor", group_bulk=args.group_bulk).start()
             base = {"backend": "rucio", "host": server.url, "username": USERNAME, "password": PASSWORD}
             if not args.skip_satdrp_mode:
-                _run(tmp, "rucio, satdrp copies", {**base, "rse_suffix": "_S"}, n, size)
+                sat = _run(tmp, "rucio, satdrp copies", {**base, "rse_suffix": "_S"}, n, size)
+                print(f"ratio_satdrp_mode={sat['files_per_s'] / direct['files_per_s']:.4f}", flush=True)
+            if args.skip_conveyor:
+                return 0
             log = tmp / "conveyor" / "daemons.log"
             offset = log.stat().st_size
             with conveyor.running():

@@ -244,3 +244,24 @@ def test_xrootd_sites_copy_through_fts_with_rucio(
     for r in rows:
         copy = dst.data / tag / r.name  # type: ignore[attr-defined]
         assert copy.read_bytes() == (src.data / tag / r.name).read_bytes()  # type: ignore[attr-defined]
+
+
+def test_satdrp_mode_pushes_copies_rucio_missed_after_a_restart(
+    request: pytest.FixtureRequest, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`transfers = "satdrp"`: copies verified in bookkeeping whose AVAILABLE state never reached Rucio
+    (the process died between the two) are pushed by the next process's first step."""
+    from transfer.replication.registry import get_replication
+
+    with make_world(request, db, tmp_path, "rucio") as world:
+        rows = world.register(world.did("raw/tract0301"), 2)
+        monkeypatch.setattr(world.backend, "_available_in_rucio", lambda session, replicas: None)
+        with world.db.session() as s:
+            rule = world.backend.add_rule(s, world.did("raw/tract0301"), "site=in2p3")
+        world.settle()  # copied and verified; Rucio never told
+        assert world.rucio_rule_state(rule.id) == "REPLICATING"
+        restarted = get_replication(world.cat)  # a new process: nothing reconciled yet
+        with world.db.session() as s:
+            restarted.step(s)
+        assert world.rucio_rule_state(rule.id) == "OK"
+        assert {world.rucio_replica_state(r.name, "in2p3") for r in rows} == {"AVAILABLE"}
