@@ -34,10 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow
-from bookkeeping.pgserver import PgServer, find_pg_bindir
 from bookkeeping.states import RuleState
 from sites.catalogue import parse_catalogue
-from tests.rucio_server import PASSWORD, USERNAME, Conveyor, RucioServer, server_venv
+from tests.rucio_server import conveyor_stack, replication_settings, stack_available
 from transfer.engine import TransferEngine
 from transfer.replication.registry import get_replication
 
@@ -121,24 +120,16 @@ def main() -> int:
         "--group-bulk", type=int, default=1, help="files per FTS job the submitter makes (Rucio's default: 1)"
     )
     args = ap.parse_args()
-    bindir = find_pg_bindir()
-    if bindir is None or not (server_venv() / "bin/gunicorn").exists():
+    if not stack_available():
         print("rucio_path: needs PostgreSQL and the Rucio server venv: run `make test` once", file=sys.stderr)
         return 2
     n, size = args.files, args.kib << 10
     with tempfile.TemporaryDirectory(prefix="bench-rucio-") as t:
         tmp = Path(t)
         direct = _run(tmp, "direct (embedded, local mover)", {"backend": "embedded"}, n, size)
-        pg = PgServer(bindir).start()
-        server = conveyor = None
-        try:
-            (tmp / "rucio").mkdir()
-            (tmp / "conveyor").mkdir()
-            server = RucioServer(tmp / "rucio", pg).start()
-            conveyor = Conveyor(server, tmp / "conveyor", group_bulk=args.group_bulk).start()
-            base = {"backend": "rucio", "host": server.url, "username": USERNAME, "password": PASSWORD}
+        with conveyor_stack(tmp, args.group_bulk) as (server, conveyor):
             if not args.skip_satdrp_mode:
-                sat = _run(tmp, "rucio, satdrp copies", {**base, "rse_suffix": "_S"}, n, size)
+                sat = _run(tmp, "rucio, satdrp copies", replication_settings(server, "_S"), n, size)
                 print(f"ratio_satdrp_mode={sat['files_per_s'] / direct['files_per_s']:.4f}", flush=True)
             if args.skip_conveyor:
                 return 0
@@ -148,17 +139,11 @@ def main() -> int:
                 conv = _run(
                     tmp,
                     f"rucio, conveyor + FTS3 (group_bulk {args.group_bulk})",
-                    {**base, "rse_suffix": "_C", "transfers": "conveyor", "fts": conveyor.fts_url},
+                    replication_settings(server, "_C", conveyor),
                     n,
                     size,
                 )
             cycles = _cycles(log, offset)
-        finally:
-            if conveyor is not None:
-                conveyor.stop()
-            if server is not None:
-                server.stop()
-            pg.stop()
     daemons = ("judge", "submitter", "poller", "finisher", "necromancer", "pause")
     spent = {d: sum(float(c.get(d, 0.0)) for c in cycles) for d in daemons}
     per_file = {d: 1000 * v / n for d, v in spent.items()}

@@ -95,8 +95,8 @@ def replication_table(path: Path) -> str:
     import tomllib
 
     try:
-        text = path.read_text()
-        data = tomllib.loads(text)
+        content = path.read_text()
+        data = tomllib.loads(content)
     except OSError as err:
         raise ConfigError(str(path), None, f"cannot read: {err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
@@ -106,7 +106,7 @@ def replication_table(path: Path) -> str:
     extra = sorted(set(data) - {"replication"})
     if extra:
         raise ConfigError(str(path), extra[0], "only a [replication] table belongs in this file")
-    return text
+    return content
 
 
 @dataclass

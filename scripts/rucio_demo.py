@@ -20,8 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bookkeeping.pgserver import PgServer, find_pg_bindir  # noqa: E402
-from tests.rucio_server import PASSWORD, USERNAME, Conveyor, RucioServer, server_venv  # noqa: E402
+from tests.rucio_server import conveyor_stack, replication_settings, stack_available  # noqa: E402
 
 
 def main() -> int:
@@ -29,31 +28,16 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="the 2-tract demo release")
     ap.add_argument("--workdir", type=Path, default=Path("drp-work-rucio"))
     args = ap.parse_args()
-    bindir = find_pg_bindir()
-    if bindir is None or not (server_venv() / "bin/gunicorn").exists():
+    if not stack_available():
         print("rucio_demo: needs PostgreSQL and the Rucio server venv: run `make test` once", file=sys.stderr)
         return 2
     tag = uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory(prefix="drp-rucio-") as tmp:
         base = Path(tmp)
-        pg = PgServer(bindir).start()
-        server = conveyor = None
-        try:
-            (base / "rucio").mkdir()
-            (base / "conveyor").mkdir()
-            server = RucioServer(base / "rucio", pg).start()
-            conveyor = Conveyor(server, base / "conveyor").start()
+        with conveyor_stack(base) as (server, conveyor):
             settings = base / "rucio.toml"
-            settings.write_text(
-                "[replication]\n"
-                'backend = "rucio"\n'
-                f'host = "{server.url}"\n'
-                f'username = "{USERNAME}"\n'
-                f'password = "{PASSWORD}"\n'
-                f'rse_suffix = "_{tag.upper()}"\n'
-                'transfers = "conveyor"\n'
-                f'fts = "{conveyor.fts_url}"\n'
-            )
+            table = replication_settings(server, f"_{tag.upper()}", conveyor)
+            settings.write_text("[replication]\n" + "".join(f'{k} = "{v}"\n' for k, v in table.items()))
             print(
                 f"rucio_demo: Rucio at {server.url}, FTS3 at {conveyor.fts_url}, daemons running", flush=True
             )
@@ -62,12 +46,6 @@ def main() -> int:
             command += ["--small"] if args.small else []
             with conveyor.running():
                 return subprocess.call(command)
-        finally:
-            if conveyor is not None:
-                conveyor.stop()
-            if server is not None:
-                server.stop()
-            pg.stop()
 
 
 if __name__ == "__main__":

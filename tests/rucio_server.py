@@ -267,3 +267,51 @@ class Conveyor:
                 self.proc.wait()
         if self.fts is not None:
             self.fts.stop()
+
+
+def stack_available() -> bool:
+    """PostgreSQL binaries and the Rucio server venv are installed (`make test` installs both)."""
+    from bookkeeping.pgserver import find_pg_bindir
+
+    return find_pg_bindir() is not None and (server_venv() / "bin/gunicorn").exists()
+
+
+@contextmanager
+def conveyor_stack(base: Path, group_bulk: int = 1) -> Iterator[tuple[RucioServer, Conveyor]]:
+    """PostgreSQL, a Rucio server and its daemons with the FTS3 fake, under ``base``; all stopped after
+    (for the scripts and benchmarks that run outside pytest; the tests use the session fixtures)."""
+    from bookkeeping.pgserver import find_pg_bindir
+
+    bindir = find_pg_bindir()
+    assert bindir is not None, "PostgreSQL is not installed"
+    pg = PgServer(bindir).start()
+    server: RucioServer | None = None
+    conveyor: Conveyor | None = None
+    try:
+        (base / "rucio").mkdir()
+        (base / "conveyor").mkdir()
+        server = RucioServer(base / "rucio", pg).start()
+        conveyor = Conveyor(server, base / "conveyor", group_bulk=group_bulk).start()
+        yield server, conveyor
+    finally:
+        if conveyor is not None:
+            conveyor.stop()
+        if server is not None:
+            server.stop()
+        pg.stop()
+
+
+def replication_settings(
+    server: RucioServer, rse_suffix: str, conveyor: Conveyor | None = None
+) -> dict[str, str]:
+    """The ``[replication]`` table for the test server (conveyor mode when a Conveyor is given)."""
+    settings = {
+        "backend": "rucio",
+        "host": server.url,
+        "username": USERNAME,
+        "password": PASSWORD,
+        "rse_suffix": rse_suffix,
+    }
+    if conveyor is not None:
+        settings |= {"transfers": "conveyor", "fts": conveyor.fts_url}
+    return settings

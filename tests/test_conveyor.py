@@ -145,20 +145,12 @@ def test_demo_campaign_completes_in_conveyor_mode(
     import uuid
 
     from drp.demo import DemoSettings, run_demo
-    from tests.rucio_server import PASSWORD, USERNAME
+    from tests.rucio_server import replication_settings
 
     tag = uuid.uuid4().hex[:8]
     settings_file = tmp_path / "rucio.toml"
-    settings_file.write_text(
-        "[replication]\n"
-        'backend = "rucio"\n'
-        f'host = "{rucio_server.url}"\n'  # type: ignore[attr-defined]
-        f'username = "{USERNAME}"\n'
-        f'password = "{PASSWORD}"\n'
-        f'rse_suffix = "_D{tag.upper()}"\n'
-        'transfers = "conveyor"\n'
-        f'fts = "{rucio_conveyor.fts_url}"\n'  # type: ignore[attr-defined]
-    )
+    table = replication_settings(rucio_server, f"_D{tag.upper()}", rucio_conveyor)  # type: ignore[arg-type]
+    settings_file.write_text("[replication]\n" + "".join(f'{k} = "{v}"\n' for k, v in table.items()))
     with rucio_conveyor.running():  # type: ignore[attr-defined]
         result = run_demo(
             DemoSettings(workdir=tmp_path / "demo", small=True, replication=settings_file, release=f"dr{tag}")

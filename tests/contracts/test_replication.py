@@ -30,7 +30,7 @@ from bookkeeping.files import FileRow
 from bookkeeping.states import ReplicaState, RuleState, TransferState
 from common.errors import InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue, parse_catalogue
-from tests.rucio_server import PASSWORD, USERNAME
+from tests.rucio_server import replication_settings
 from transfer.engine import EngineReport, TransferEngine
 from transfer.replication.base import ReplicationBackend
 from transfer.replication.embedded import EmbeddedBackend
@@ -143,16 +143,10 @@ def make_world(request: pytest.FixtureRequest, db: Database, tmp_path: Path, mod
     conveyor = None
     if mode.startswith("rucio"):
         server = request.getfixturevalue("rucio_server")
-        replication = {
-            "backend": "rucio",
-            "host": server.url,
-            "username": USERNAME,
-            "password": PASSWORD,
-            "rse_suffix": f"_T{tag.upper()}",  # RSEs are server-wide: one set per test
-        }
-    if mode == "rucio-conveyor":
-        conveyor = request.getfixturevalue("rucio_conveyor")
-        replication |= {"transfers": "conveyor", "fts": conveyor.fts_url}
+        if mode == "rucio-conveyor":
+            conveyor = request.getfixturevalue("rucio_conveyor")
+        # RSEs are server-wide: one set per test
+        replication = replication_settings(server, f"_T{tag.upper()}", conveyor)
     cat, roots = _catalogue(tmp_path, replication)
     backend = get_replication(cat)
     engine = TransferEngine(db, cat, backend)
