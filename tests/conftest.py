@@ -7,6 +7,8 @@ skipping, so a missing install step cannot hide behind a green run.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -157,3 +159,52 @@ def rucio_conveyor(rucio_server: object, tmp_path_factory: pytest.TempPathFactor
         yield conveyor
     finally:
         conveyor.stop()
+
+
+@pytest.fixture(scope="session")
+def condor_pool() -> Iterator[object]:
+    """A real HTCondor pool (schedd, negotiator, startd, DAGMan) on 127.0.0.1, in the chroot that
+    scripts/install-htcondor.sh installs; this process submits to it as the pool's job user."""
+    from pathlib import Path
+
+    from tests.htcondor_pool import CondorPool, installed
+
+    if os.geteuid() != 0:
+        service_unavailable("the HTCondor pool runs in a chroot and needs root")
+    if not installed():
+        service_unavailable("no HTCondor chroot (make test installs it: scripts/install-htcondor.sh)")
+    import htcondor2
+
+    work = Path(os.environ.get("SATDRP_CONDOR_WORK", "/srv/satdrp-condor-work")) / f"s{uuid.uuid4().hex[:8]}"
+    pool = CondorPool(work)
+    try:
+        pool.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        pool.stop()
+        service_unavailable(f"HTCondor pool did not start: {err}")
+    saved = {k: os.environ.get(k) for k in pool.env()}
+    os.environ.update(pool.env())
+    htcondor2.reload_config()
+    try:
+        yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        htcondor2.reload_config()
+        pool.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def condor_workspace(condor_pool: object) -> Iterator[object]:
+    """A directory the pool's jobs can reach (outside /tmp: DAGMan refuses DAGs there), removed after."""
+    from pathlib import Path
+
+    work: Path = condor_pool.work  # type: ignore[attr-defined]
+    d = work / f"t{uuid.uuid4().hex[:8]}"
+    d.mkdir(parents=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_dag_and_submit_files_parse_with_htcondor2(spec: WorkflowSpec) -> None:
     for step in {n.step for n in nodes}:
         sub = htcondor2.Submit((d / f"{step}.sub").read_text())
         sub["job"] = "warp_v001000_t0_p0"
-        sub["request_memory_mb"] = "2048"
+        sub["satdrp_memory_mb"] = "2048"
         args = sub.expand("arguments")
         assert "--job warp_v001000_t0_p0" in args and "instrumentation.profiler" in args
         assert sub.expand("log") == "nodes.log"
@@ -78,9 +79,32 @@ def test_dag_and_submit_files_parse_with_htcondor2(spec: WorkflowSpec) -> None:
     assert dagman["universe"] == "scheduler"
 
 
+def _vars(dag: list[str], node: str) -> dict[str, str]:
+    (line,) = [ln for ln in dag if ln.startswith(f"VARS {node} ")]
+    return dict(re.findall(r'(\w+)="([^"]*)"', line))
+
+
+def test_no_dag_variable_reads_as_a_resource_request(spec: WorkflowSpec) -> None:
+    """condor_submit reads a submit variable ``request_X`` as a request for a machine resource X: a DAG
+    VARS ``request_memory_mb`` made every job unmatchable on a real pool."""
+    be = _htcondor()
+    be.write(spec)
+    lines = be.dag_path(spec).read_text().splitlines()
+    names = {k for ln in lines if ln.startswith("VARS ") for k in re.findall(r'(\w+)="', ln)}
+    assert names == {"job", "satdrp_memory_mb", "data_id"}
+    node = next(n for n in spec.nodes() if n.step == "warp")
+    assert _vars(lines, node.name)["data_id"] == ",".join(f"{k}={v}" for k, v in node.data_id.items())
+    for step in {n.step for n in spec.nodes()}:
+        sub = htcondor2.Submit((be.directory(spec) / f"{step}.sub").read_text())
+        assert {k for k in sub.keys() if k.lower().startswith("request_")} == {
+            "request_cpus",
+            "request_memory",
+        }
+
+
 def test_request_memory_grows_only_after_an_oom_hold(spec: WorkflowSpec) -> None:
     sub = _htcondor(memory_multiplier=2.0, request_memory_max_mb=6000).submit_description(spec, "warp")
-    sub["request_memory_mb"] = "2048"
+    sub["satdrp_memory_mb"] = "2048"
     expr = classad2.ExprTree(sub.expand("request_memory"))
 
     def mem(**attrs: object) -> object:
@@ -229,20 +253,46 @@ def test_raised_memory_survives_restart(spec: WorkflowSpec) -> None:
     ).write(report_dir / f"{node.name}.1.json")
     be.restart(spec)
     dag = be.dag_path(spec).read_text().splitlines()
-    assert f'VARS {names["calib"]} job="{names["calib"]}" request_memory_mb="2048"' in dag  # 1024 × 2
+    assert _vars(dag, names["calib"])["satdrp_memory_mb"] == "2048"  # 1024 × 2
     assert f"JOB {names['calib']} calibrate.sub DONE" in dag
-    assert f'VARS {names["warp"]} job="{names["warp"]}" request_memory_mb="512"' in dag
+    assert _vars(dag, names["warp"])["satdrp_memory_mb"] == "512"
     assert be.memory_requests(spec) == {names["calib"]: 2048}
     be.restart(spec)  # a second restart with no new OOM keeps the raised value, it does not reset it
-    assert (
-        f'VARS {names["calib"]} job="{names["calib"]}" request_memory_mb="2048"'
-        in be.dag_path(spec).read_text().splitlines()
-    )
+    assert _vars(be.dag_path(spec).read_text().splitlines(), names["calib"])["satdrp_memory_mb"] == "2048"
 
 
 def test_unreachable_schedd_is_a_clear_error(spec: WorkflowSpec) -> None:
     with pytest.raises(DrpError, match=r"htcondor: submitting .* failed"):
+        _htcondor(schedd="127.0.0.1:1", dagman="/usr/bin/condor_dagman").submit(spec)
+
+
+def test_condor_dagman_off_path_names_the_setting(
+    spec: WorkflowSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match=r"compute.dagman: condor_dagman is not on this host's PATH"):
         _htcondor(schedd="127.0.0.1:1").submit(spec)
+
+
+def test_dagman_job_does_not_inherit_the_client_configuration(
+    spec: WorkflowSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONDOR_CONFIG=/dev/null (what the bindings set without a config file) or a client-only file,
+    and _CONDOR_* overrides, configure this process; DAGMan inherited them and died."""
+    monkeypatch.setenv("CONDOR_CONFIG", "/dev/null")
+    monkeypatch.setenv("_CONDOR_SEC_TOKEN_DIRECTORY", "/somewhere")
+    be = _htcondor(schedd="local", dagman="/usr/bin/condor_dagman")
+    dag = be.write(spec)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # submitted from elsewhere: nothing may depend on this directory
+    sub = be.dagman_submit(dag)
+    getenv = [v.strip() for v in sub["getenv"].split(",")]
+    assert "CONDOR_CONFIG" not in getenv and not any(v.startswith("_CONDOR_") for v in getenv)
+    assert "PATH" in getenv
+    assert sub["initialdir"] == str(dag.parent) and "-UseDagDir" in sub["arguments"]
+    assert sub["executable"] == "/usr/bin/condor_dagman"
+    assert str(elsewhere) not in str(sub)
 
 
 def test_pegasus_files_validate_against_pegasus_schemas(spec: WorkflowSpec) -> None:

@@ -254,7 +254,7 @@ mover = "xrootd"
     rows = _rows(report)
     assert code == 1 and report["exit_code"] == 1 and "Traceback" not in err
     assert rows[("database", "endpoint")][0] == "unreachable"
-    assert rows[("site 'in2p3' compute 'htcondor'", "schedd")][0] == "unreachable"
+    assert rows[("site 'in2p3' compute 'htcondor'", "collector")][0] == "unreachable"
     assert rows[("site 'in2p3' storage (root://, mover 'xrootd')", "storage")][0] == "unreachable"
     assert rows[("replication 'rucio'", "Rucio server")][0] == "ok"
     creds = rows[("replication 'rucio'", "Rucio credentials (userpass, account root)")]

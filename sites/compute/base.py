@@ -99,6 +99,9 @@ class BackendSettings(BaseModel):
     max_jobs: dict[str, int] = Field(default_factory=dict, description="per-step throttle")
     sample_interval_s: float = Field(default=0.0, ge=0.0, description="profiler time series (0: off)")
     python: str = Field(default="", description="python on the workers (default: this interpreter)")
+    command: tuple[str, ...] = Field(
+        default=(), description="run COMMAND… JOB_NAME instead of `drp jobs run` (a site wrapper, tests)"
+    )
 
     @field_validator("request_memory_mb", "max_jobs")
     @classmethod
@@ -115,17 +118,34 @@ class BackendSettings(BaseModel):
         return self.python or sys.executable
 
 
-def job_command(spec: WorkflowSpec, node: Node, settings: BackendSettings, *, profiled: bool) -> list[str]:
+_UNQUOTABLE = frozenset(",=\"' \n\\")
+
+
+def data_id_text(data_id: dict[str, Any]) -> str:
+    """A data id as ``key=value,…``: what a batch system's variables carry without quoting."""
+    for k, v in data_id.items():
+        if any(c in f"{k}{v}" for c in _UNQUOTABLE):
+            raise ValueError(f"data id {data_id!r}: {k}={v} cannot be passed unquoted")
+    return ",".join(f"{k}={v}" for k, v in data_id.items())
+
+
+def job_command(
+    spec: WorkflowSpec, node: Node, settings: BackendSettings, *, profiled: bool, data_id: str | None = None
+) -> list[str]:
     """The command a back-end runs for a node. ``profiled`` wraps it in the profiler (batch systems);
-    the local executor profiles its children itself and takes ``profiled=False``."""
+    the local executor profiles its children itself and takes ``profiled=False``. ``data_id``
+    replaces the node's (a DAG template passes ``$(data_id)``)."""
     py = settings.python_exe()
-    run = [py, "-m", "cli", "jobs", "run", "--job", node.name, "--root", str(spec.root)]
-    run += ["--release", spec.release]
+    if settings.command:
+        run = [*settings.command, node.name]
+    else:
+        run = [py, "-m", "cli", "jobs", "run", "--job", node.name, "--root", str(spec.root)]
+        run += ["--release", spec.release]
     if not profiled:
         return run
     report_dir = spec.root / Layout(spec.release).job_dir(node.step)
     wrap = [py, "-m", "instrumentation.profiler", "--report-dir", str(report_dir), "--job", node.name]
-    wrap += ["--step", node.step]
+    wrap += ["--step", node.step, "--data-id", data_id if data_id is not None else data_id_text(node.data_id)]
     if settings.sample_interval_s:
         wrap += ["--interval", f"{settings.sample_interval_s:g}"]
     return [*wrap, "--", *run]

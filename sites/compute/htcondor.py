@@ -9,164 +9,96 @@ What is written under ``<workflow>/htcondor/``:
   regular edge patterns, and writes ``CATEGORY cat N`` where DAGMan needs ``MAXJOBS cat N``; the
   LSST ctrl_bps plugin also writes its DAG itself): ``JOB``/``VARS``/``RETRY … UNLESS-EXIT``/
   ``CATEGORY`` per node, one ``PARENT … CHILD`` line per node with parents, ``MAXJOBS`` per step,
-  ``DONE`` for nodes that already succeeded (that is how a restart skips them);
+  ``DONE`` for nodes that already succeeded (from the job reports on storage and DAGMan's rescue DAG:
+  that is how a restart skips them);
 - ``dagman.config``.
 
-Memory: a job held for exceeding its memory (HoldReasonCode 34, or 3/34) is released with
+Memory: a job held for exceeding its memory (HoldReasonCode 34 from a cgroup-enforcing startd, or
+3/34 from this back-end's own ``periodic_hold``, which works without cgroups) is released with
 ``request_memory`` × ``memory_multiplier`` per start, up to ``request_memory_max_mb``; past that it
 is removed and the node fails. The ctrl_bps pain point is that a restart forgets the raised value;
-here :meth:`HTCondorBackend.restart` reads the job event log, raises the node's base request for
-every out-of-memory hold, keeps it in ``memory.json`` (and the driver in bookkeeping), and writes it
-into the new DAG's ``VARS``.
+here a resubmission reads the job event log, raises the node's base request for every out-of-memory
+hold, keeps it in ``memory.json`` (and the driver in bookkeeping), and writes it into the new DAG's
+``VARS``. The DAG variable is ``satdrp_memory_mb``: a submit variable named ``request_*`` is read by
+condor_submit as a request for a custom machine resource, and no slot would ever match.
 
-Submission needs a pool: with ``schedd`` set (``"local"`` or a ``host:port`` address) the DAG is
-submitted through ``htcondor2.Submit.from_dag`` and ``Schedd.submit``; without it the files are
-written and the report says how to submit them. Status comes from the nodes' job event log, read
-with ``htcondor2.JobEventLog``.
+Submission needs a pool: ``schedd = "local"`` (the pool of this host's HTCondor configuration) or
+the pool's collector ``host[:port]``; the schedd is located through the collector (behind a shared
+port, a bare address is the collector, not the schedd). The DAGMan job is submitted from the DAG's
+own directory (``-usedagdir`` and an absolute ``initialdir``) and never inherits ``CONDOR_CONFIG``
+or ``_CONDOR_*`` from the submitting process: they configure this client (the bindings set
+``CONDOR_CONFIG=/dev/null`` when there is no config file) and DAGMan runs with its host's own.
+Status: the nodes' job event log for the jobs, DAGMan's own event log for the end of the run.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import pwd
+import shutil
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from common.atomic import atomic_write, write_bytes_atomic, write_json_atomic
-from common.errors import DrpError
+from common.errors import ConfigError, DrpError
 from common.probes import TIMEOUT_S, Health, Probe, tcp
+from science.layout import Layout
 from science.pipeline.jobs import STEPS
 from science.workflow import Node, WorkflowSpec
 
-from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
+from .base import (
+    BackendSettings,
+    ComputeBackend,
+    NodeState,
+    RunReport,
+    RunState,
+    count_states,
+    data_id_text,
+    job_command,
+)
+from .htcondor_events import DagmanEnd, EventAttempt, dagman_outcome, read_event_log, rescued
 from .local import completed
 
 NODES_LOG = "nodes.log"
 MEMORY_FILE = "memory.json"
 SUBMITTED_FILE = "submitted.json"
+MEMORY_VAR = "satdrp_memory_mb"
 OOM_HOLD = "(HoldReasonCode =?= 34 || (HoldReasonCode =?= 3 && HoldReasonSubCode =?= 34))"
 OOM_LAST_HOLD = "(LastHoldReasonCode =?= 34 || (LastHoldReasonCode =?= 3 && LastHoldReasonSubCode =?= 34))"
-_USAGE = re.compile(r"Usr (\d+) (\d+):(\d+):(\d+), Sys (\d+) (\d+):(\d+):(\d+)")
+CANCEL_WAIT_S = 60.0
+
+__all__ = ["EventAttempt", "HTCondorBackend", "HTCondorSettings", "read_event_log"]
 
 
 class HTCondorSettings(BackendSettings):
-    schedd: str = Field(default="", description='"" (write files only), "local", or a schedd host:port')
+    schedd: str = Field(
+        default="",
+        description='"" (write the files only), "local" (this host\'s HTCondor configuration), or the '
+        'pool\'s collector "host[:port]" through which the schedd is located',
+    )
+    schedd_name: str = Field(default="", description="which schedd, when the collector knows several")
+    dagman: str = Field(
+        default="", description="condor_dagman's path on the schedd's host (default: found on this PATH)"
+    )
     universe: str = "vanilla"
     accounting_group: str = ""
+    requirements: str = Field(default="", description="ClassAd expression added to every job's Requirements")
     max_idle: int = Field(default=1000, ge=1, description="DAGMAN_MAX_JOBS_IDLE")
     batch_name: str = ""
-
-
-@dataclass(frozen=True)
-class EventAttempt:
-    """One execution of a DAG node, as the job event log tells it."""
-
-    node: str
-    cluster: int
-    number: int  # 1-based, in submission order for the node
-    exit_code: int | None
-    signal: int | None
-    cpu_user: float | None
-    cpu_sys: float | None
-    peak_rss: int | None  # bytes (largest ResidentSetSize seen)
-    memory_requested_mb: int | None
-    oom_holds: int
-    host: str | None
-    state: NodeState
-    started_at: float | None
-    ended_at: float | None
-
-
-def _seconds(usage: str) -> tuple[float, float] | None:
-    m = _USAGE.search(usage or "")
-    if not m:
-        return None
-    d1, h1, m1, s1, d2, h2, m2, s2 = map(int, m.groups())
-    return d1 * 86400 + h1 * 3600 + m1 * 60 + s1, d2 * 86400 + h2 * 3600 + m2 * 60 + s2
-
-
-def _host(addr: str | None) -> str | None:
-    if not addr:
-        return None
-    return addr.strip("<>").split("?")[0].rsplit(":", 1)[0]
-
-
-def read_event_log(path: Path) -> list[EventAttempt]:
-    """Attempts of every DAG node in a job event log (nodes are named by DAGMan's ``DAG Node:`` note)."""
-    import htcondor2
-
-    jobs: dict[int, dict[str, Any]] = {}
-    per_node: dict[str, int] = {}
-    T = htcondor2.JobEventType
-    for ev in htcondor2.JobEventLog(str(path)).events(stop_after=0):
-        key = ev.cluster
-        if ev.type == T.SUBMIT:
-            note = str(ev.get("LogNotes", ""))
-            node = note.split("DAG Node:", 1)[1].strip() if "DAG Node:" in note else f"cluster{ev.cluster}"
-            per_node[node] = per_node.get(node, 0) + 1
-            jobs[key] = {
-                "node": node,
-                "number": per_node[node],
-                "state": NodeState.PENDING,
-                "oom": 0,
-                "rss": None,
-            }
-            continue
-        job = jobs.get(key)
-        if job is None:
-            continue
-        if ev.type == T.EXECUTE:
-            job.update(state=NodeState.RUNNING, host=_host(ev.get("ExecuteHost")), started=ev.timestamp)
-        elif ev.type == T.IMAGE_SIZE:
-            rss = ev.get("ResidentSetSize")
-            if rss is not None:
-                job["rss"] = max(job["rss"] or 0, int(rss) * 1024)
-        elif ev.type == T.JOB_HELD:
-            job["state"] = NodeState.PENDING
-            code, sub = ev.get("HoldReasonCode"), ev.get("HoldReasonSubCode")
-            if code == 34 or (code == 3 and sub == 34):
-                job["oom"] += 1
-        elif ev.type == T.JOB_RELEASED:
-            job["state"] = NodeState.PENDING
-        elif ev.type == T.JOB_TERMINATED:
-            normal = bool(ev.get("TerminatedNormally"))
-            job["exit"] = int(ev["ReturnValue"]) if normal else None
-            job["signal"] = None if normal else int(ev.get("TerminatedBySignal", 0))
-            job["state"] = NodeState.SUCCEEDED if normal and job["exit"] == 0 else NodeState.FAILED
-            cpu = _seconds(str(ev.get("RunRemoteUsage", "")))
-            job["cpu"] = cpu
-            job["memory"] = ev.get("RequestMemory")
-            if job["rss"] is None and ev.get("MemoryUsage") is not None:
-                job["rss"] = int(ev["MemoryUsage"]) * 2**20
-            job["ended"] = ev.timestamp
-        elif ev.type == T.JOB_ABORTED:
-            job.update(state=NodeState.CANCELLED, ended=ev.timestamp)
-    out = []
-    for cluster, j in jobs.items():
-        cpu = j.get("cpu")
-        out.append(
-            EventAttempt(
-                node=j["node"],
-                cluster=cluster,
-                number=j["number"],
-                exit_code=j.get("exit"),
-                signal=j.get("signal"),
-                cpu_user=cpu[0] if cpu else None,
-                cpu_sys=cpu[1] if cpu else None,
-                peak_rss=j["rss"],
-                memory_requested_mb=int(j["memory"]) if j.get("memory") is not None else None,
-                oom_holds=j["oom"],
-                host=j.get("host"),
-                state=j["state"],
-                started_at=j.get("started"),
-                ended_at=j.get("ended"),
-            )
-        )
-    return out
+    job_user: str = Field(
+        default="",
+        description="the account jobs run as, when it is not the submitting one (a name or a uid): it is "
+        "given the workflow's and the outputs' directories before submission",
+    )
+    hold_over_memory: bool = Field(
+        default=True, description="hold a job whose memory use passes its request (pools without cgroups)"
+    )
+    poll_interval_s: float = Field(default=2.0, gt=0, description="between status reads when waiting")
 
 
 def _arguments(args: list[str]) -> str:
@@ -204,8 +136,8 @@ class HTCondorBackend(ComputeBackend):
 
         s = self.settings
         template = Node("$(job)", step, {}, (), (), ())
-        argv = job_command(spec, template, s, profiled=True)
-        base = "$(request_memory_mb)"
+        argv = job_command(spec, template, s, profiled=True, data_id="$(data_id)")
+        base = f"$({MEMORY_VAR})"
         grown = f"int({base} * pow({s.memory_multiplier:g}, NumJobStarts))"
         desc: dict[str, str] = {
             "universe": s.universe,
@@ -227,8 +159,14 @@ class HTCondorBackend(ComputeBackend):
             "My.SatdrpStep": f'"{step}"',
             "My.SatdrpJob": '"$(job)"',
         }
+        if s.hold_over_memory:
+            desc["periodic_hold"] = "MemoryUsage =!= undefined && MemoryUsage > RequestMemory"
+            desc["periodic_hold_reason"] = '"memory usage exceeded request_memory"'
+            desc["periodic_hold_subcode"] = "34"
         if s.accounting_group:
             desc["accounting_group"] = s.accounting_group
+        if s.requirements:
+            desc["requirements"] = s.requirements
         return htcondor2.Submit(desc)
 
     def memory(self, spec: WorkflowSpec) -> dict[str, int]:
@@ -258,12 +196,28 @@ class HTCondorBackend(ComputeBackend):
         for node in spec.nodes():
             mem = memory.get(node.name, s.memory_for(node.step))
             yield f"JOB {node.name} {node.step}.sub" + (" DONE" if node.name in done else "")
-            yield f'VARS {node.name} job="{_dag_value(node.name)}" request_memory_mb="{mem}"'
+            yield (
+                f'VARS {node.name} job="{_dag_value(node.name)}" {MEMORY_VAR}="{mem}" '
+                f'data_id="{_dag_value(data_id_text(node.data_id))}"'
+            )
             if s.retries:
                 yield f"RETRY {node.name} {s.retries}{unless}"
             yield f"CATEGORY {node.name} {node.step}"
             if node.parents:
                 yield f"PARENT {' '.join(node.parents)} CHILD {node.name}"
+
+    def done(self, spec: WorkflowSpec, nodes: list[Node]) -> set[str]:
+        """Nodes that need not run again: their reports say so, or DAGMan's rescue DAG does and their
+        outputs are on storage."""
+        found = completed(spec, nodes)
+        rescue = rescued(self.dag_path(spec))
+        if rescue:
+            by_name = {n.name: n for n in nodes}
+            for name in rescue - found:
+                node = by_name.get(name)
+                if node is not None and all((spec.root / o).is_file() for o in node.outputs):
+                    found.add(name)
+        return found
 
     def write(self, spec: WorkflowSpec) -> Path:
         """Write submit files, dagman.config and the DAG (nodes already done are marked DONE)."""
@@ -277,7 +231,7 @@ class HTCondorBackend(ComputeBackend):
         if len(self.settings.retry_unless_exit) > 1:
             config += "# retry_unless_exit: DAGMan takes one UNLESS-EXIT value; the first is used\n"
         write_bytes_atomic(d / "dagman.config", config.encode())
-        done = completed(spec, list(spec.nodes()))
+        done = self.done(spec, list(spec.nodes()))
         memory = self.memory(spec)
 
         def write_dag(tmp: Path) -> None:
@@ -288,42 +242,121 @@ class HTCondorBackend(ComputeBackend):
         atomic_write(self.dag_path(spec), write_dag)
         return self.dag_path(spec)
 
-    # -- the interface ---------------------------------------------------------------------------
+    # -- the pool --------------------------------------------------------------------------------
     def probe(self) -> list[Probe]:
         where = self.settings.schedd
         if not where:
             return [Probe("schedd", Health.OK, "none configured: DAGs are written for condor_submit_dag")]
+        probes = []
         if where != "local":
-            host, _, port = where.rpartition(":")
-            return [tcp("schedd", host, int(port) if port.isdigit() else 9618)]
+            host, _, port = where.rpartition(":") if ":" in where else (where, "", "")
+            probes.append(tcp("collector", host, int(port) if port.isdigit() else 9618))
+            if probes[0].health is not Health.OK:
+                return probes
         import concurrent.futures
-
-        import htcondor2
-
-        def locate() -> str:
-            return str(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd).get("Name", "?"))
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the bindings have no time-out of their own
             try:
-                name = pool.submit(locate).result(timeout=TIMEOUT_S)
+                ad = pool.submit(self._locate).result(timeout=TIMEOUT_S)
             except Exception as err:
                 return [
-                    Probe("schedd local", Health.UNREACHABLE, f"{type(err).__name__}: {err}".rstrip(": "))
+                    *probes,
+                    Probe("schedd", Health.UNREACHABLE, f"{type(err).__name__}: {err}".rstrip(": ")),
                 ]
-        return [Probe("schedd local", Health.OK, f"the collector knows schedd {name}")]
+        return [*probes, Probe("schedd", Health.OK, f"the collector knows schedd {ad.get('Name', '?')}")]
 
-    def _schedd(self) -> Any:
-        import classad2
+    def _locate(self) -> Any:
         import htcondor2
 
         where = self.settings.schedd
-        if where == "local":
-            return htcondor2.Schedd()
-        return htcondor2.Schedd(classad2.ClassAd({"MyAddress": f"<{where}>", "CondorVersion": ""}))
+        collector = htcondor2.Collector() if where == "local" else htcondor2.Collector(where)
+        if self.settings.schedd_name:
+            return collector.locate(htcondor2.DaemonType.Schedd, self.settings.schedd_name)
+        return collector.locate(htcondor2.DaemonType.Schedd)
 
-    def submit(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
+    def _schedd(self) -> Any:
         import htcondor2
 
+        return htcondor2.Schedd(self._locate())
+
+    def dagman_submit(self, dag: Path) -> Any:
+        """The DAGMan job's submit description, independent of this process's working directory and of
+        its HTCondor client configuration."""
+        import htcondor2
+
+        dagman = self.settings.dagman or shutil.which("condor_dagman")
+        if not dagman:
+            raise ConfigError(
+                "site catalogue",
+                "compute.dagman",
+                "condor_dagman is not on this host's PATH: give its path on the schedd's host "
+                "(for example /usr/bin/condor_dagman)",
+            )
+        options = {"force": True, "usedagdir": True, "DagmanPath": dagman}
+        options["batch-name"] = self.settings.batch_name or f"satdrp-{dag.stem.removeprefix('satdrp_')}"
+        sub = htcondor2.Submit.from_dag(str(dag.resolve()), options)
+        sub["initialdir"] = str(dag.parent.resolve())
+        keep = [v.strip() for v in str(sub.get("getenv", "")).split(",")]
+        sub["getenv"] = ",".join(
+            v for v in keep if v and v != "CONDOR_CONFIG" and not v.startswith("_CONDOR_")
+        )
+        return sub
+
+    def _hand_over(self, spec: WorkflowSpec) -> None:
+        """Give ``job_user`` the directories its jobs and DAGMan write (created here if missing)."""
+        user = self.settings.job_user
+        if not user:
+            return
+        try:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError as err:
+            raise ConfigError("site catalogue", "compute.job_user", f"no user {user!r} on this host") from err
+        if uid == os.geteuid():
+            return
+        layout = Layout(spec.release)
+        dirs: set[Path] = set()
+        for node in spec.nodes():
+            dirs.add(spec.root / layout.job_dir(node.step))
+            for out in node.outputs:
+                dirs.add((spec.root / out).parent)
+        d = self.directory(spec)
+        dirs |= {d, *(p for p in (d / "logs").iterdir() if p.is_dir()), d / "logs"}
+        expanded = set(dirs)
+        for p in dirs:
+            for parent in p.parents:
+                if parent == spec.root.parent or parent == d.parent:
+                    break
+                expanded.add(parent)
+        try:
+            for p in sorted(expanded):
+                p.mkdir(parents=True, exist_ok=True)
+                os.chown(p, uid, -1)
+            for f in d.iterdir():
+                if f.is_file():
+                    os.chown(f, uid, -1)
+        except PermissionError as err:
+            raise DrpError(
+                f"htcondor: cannot give {p} to job_user {user} ({err}): run as root or unset it"
+            ) from err
+
+    # -- the interface ---------------------------------------------------------------------------
+    def submitted(self, spec: WorkflowSpec) -> dict[str, Any] | None:
+        try:
+            record: dict[str, Any] = json.loads((self.directory(spec) / SUBMITTED_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as err:
+            raise DrpError(f"{self.directory(spec) / SUBMITTED_FILE}: unreadable ({err})") from err
+        return record
+
+    def submit(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
+        """Submit the DAG; a DAG already running is left alone (a driver that died and came back
+        resumes watching it), and one that ended is resubmitted with its finished nodes DONE."""
+        current = self.poll(spec) if self.submitted(spec) is not None else None
+        if current is not None and current.state is RunState.RUNNING:
+            return self.wait(spec) if wait else current
+        if current is not None:
+            self._retire(spec)
         dag = self.write(spec)
         if not self.settings.schedd:
             return RunReport(
@@ -333,22 +366,35 @@ class HTCondorBackend(ComputeBackend):
                 self.poll(spec).counts,
                 f"no schedd configured: submit with `condor_submit_dag {dag.name}` in {dag.parent}",
             )
+        self._hand_over(spec)
+        sub = self.dagman_submit(dag)
         try:
-            sub = htcondor2.Submit.from_dag(
-                str(dag), {"force": True, "BatchName": self.settings.batch_name or f"satdrp-{spec.site}"}
-            )
             result = self._schedd().submit(sub)
         except Exception as err:  # the bindings raise HTCondorException and plain RuntimeErrors
             raise DrpError(f"htcondor: submitting {dag} failed: {err}") from err
         cluster = result.cluster()
-        write_json_atomic(self.directory(spec) / SUBMITTED_FILE, {"cluster": cluster, "dag": str(dag)})
+        record = {"cluster": cluster, "dag": str(dag), "submitted_at": time.time()}
+        write_json_atomic(self.directory(spec) / SUBMITTED_FILE, record)
+        if wait:
+            return self.wait(spec)
         return RunReport(self.name, str(cluster), RunState.RUNNING, {}, f"DAGMan job {cluster} submitted")
+
+    def wait(self, spec: WorkflowSpec) -> RunReport:
+        while True:
+            report = self.poll(spec)
+            if report.state is not RunState.RUNNING:
+                return report
+            time.sleep(self.settings.poll_interval_s)
 
     def attempts(self, spec: WorkflowSpec) -> list[EventAttempt]:
         log = self.directory(spec) / NODES_LOG
         return read_event_log(log) if log.is_file() else []
 
     def poll(self, spec: WorkflowSpec) -> RunReport:
+        record = self.submitted(spec)
+        end, why = DagmanEnd.RUNNING, ""
+        if record is not None:
+            end, why = dagman_outcome(Path(record["dag"] + ".dagman.log"), int(record["cluster"]))
         latest: dict[str, EventAttempt] = {}
         for a in self.attempts(spec):
             if a.node not in latest or a.number > latest[a.node].number:
@@ -356,6 +402,7 @@ class HTCondorBackend(ComputeBackend):
         nodes = list(spec.nodes())
         done = completed(spec, nodes)
         states: list[tuple[str, NodeState]] = []
+        s = self.settings
         for n in nodes:
             found = latest.get(n.name)
             if n.name in done:
@@ -364,42 +411,59 @@ class HTCondorBackend(ComputeBackend):
                 st = NodeState.PENDING
             elif (
                 found.state is NodeState.FAILED
-                and found.number <= self.settings.retries
-                and (found.exit_code not in self.settings.retry_unless_exit)
+                and found.number <= s.retries
+                and found.exit_code not in s.retry_unless_exit
             ):
                 st = NodeState.PENDING  # DAGMan will retry it
             else:
                 st = found.state
+            if (
+                end is not DagmanEnd.RUNNING
+                and found is not None
+                and st in (NodeState.PENDING, NodeState.RUNNING)
+            ):
+                st = NodeState.CANCELLED if end is DagmanEnd.REMOVED else NodeState.FAILED
             states.append((n.step, st))
-        submitted = (self.directory(spec) / SUBMITTED_FILE).is_file()
         if all(st is NodeState.SUCCEEDED for _, st in states):
             state = RunState.SUCCEEDED
-        elif not submitted:
+        elif record is None:
             state = RunState.NOT_SUBMITTED
-        elif any(st in (NodeState.PENDING, NodeState.RUNNING) for _, st in states):
+        elif end is DagmanEnd.RUNNING:
             state = RunState.RUNNING
-        elif any(st is NodeState.CANCELLED for _, st in states):
+        elif end is DagmanEnd.REMOVED:
             state = RunState.CANCELLED
         else:
             state = RunState.FAILED
-        run_id = None
-        if submitted:
-            run_id = str(json.loads((self.directory(spec) / SUBMITTED_FILE).read_text())["cluster"])
-        return RunReport(self.name, run_id, state, count_states(states))
+            if end is DagmanEnd.SUCCEEDED:
+                why = "DAGMan finished but not every job's report and outputs are on storage"
+        run_id = str(record["cluster"]) if record is not None else None
+        return RunReport(self.name, run_id, state, count_states(states), why)
 
     def cancel(self, spec: WorkflowSpec) -> RunReport:
+        """Remove the DAGMan job (DAGMan removes its node jobs) and wait until its log says it ended."""
         import htcondor2
 
         report = self.poll(spec)
-        if report.run_id is None or not self.settings.schedd:
-            return RunReport(
-                self.name, report.run_id, report.state, report.counts, "nothing submitted to cancel"
-            )
+        if report.state is not RunState.RUNNING or not self.settings.schedd:
+            what = "nothing submitted to cancel" if report.run_id is None else f"DAG {report.state.value}"
+            return RunReport(self.name, report.run_id, report.state, report.counts, what)
         try:
             self._schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {report.run_id}")
         except Exception as err:
             raise DrpError(f"htcondor: removing DAGMan job {report.run_id} failed: {err}") from err
-        return RunReport(self.name, report.run_id, RunState.CANCELLED, report.counts, "DAGMan job removed")
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            report = self.poll(spec)
+            if report.state is not RunState.RUNNING:
+                return report
+            time.sleep(0.5)
+        return RunReport(
+            self.name,
+            report.run_id,
+            report.state,
+            report.counts,
+            "DAGMan job removed; its end is not logged yet",
+        )
 
     def raised_memory(self, spec: WorkflowSpec) -> dict[str, int]:
         """Node -> memory (MB) for its next run: base × multiplier per out-of-memory hold, capped."""
@@ -419,17 +483,21 @@ class HTCondorBackend(ComputeBackend):
     def memory_requests(self, spec: WorkflowSpec) -> dict[str, int]:
         return self.memory(spec)
 
-    def restart(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
-        """Rewrite the DAG with succeeded nodes DONE and raised memory kept, then submit it again."""
-        memory = self.raised_memory(spec)
-        write_json_atomic(self.directory(spec) / MEMORY_FILE, memory)
+    def _retire(self, spec: WorkflowSpec) -> None:
+        """Fold the last run into memory.json and start fresh logs (the old ones are kept, numbered)."""
+        write_json_atomic(self.directory(spec) / MEMORY_FILE, self.raised_memory(spec))
         log = self.directory(spec) / NODES_LOG
-        if log.is_file():  # the old log's holds are now folded into memory.json: start a fresh one
+        if log.is_file():  # the old log's holds are now in memory.json: the next run starts a fresh one
             n = 1
             while (log.with_name(f"{NODES_LOG}.{n}")).exists():
                 n += 1
             log.rename(log.with_name(f"{NODES_LOG}.{n}"))
         (self.directory(spec) / SUBMITTED_FILE).unlink(missing_ok=True)
+
+    def restart(self, spec: WorkflowSpec, *, wait: bool = False) -> RunReport:
+        """Resubmit what did not succeed, with succeeded nodes DONE and raised memory kept."""
+        if self.submitted(spec) is None:
+            self._retire(spec)  # nothing recorded as submitted: still fold any log left into memory.json
         return self.submit(spec, wait=wait)
 
 

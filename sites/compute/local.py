@@ -78,21 +78,40 @@ class _Children:
         self._pid_of.clear()
 
 
+_caught: list[int] = []
+
+
+def _catch(signum: int, _frame: Any) -> None:
+    _caught.append(signum)
+
+
 def _stop_requested() -> bool:
-    """Consume a pending (blocked) SIGINT/SIGTERM."""
+    """Consume a pending (blocked) SIGINT/SIGTERM, or one caught by :func:`_catch`: a thread started
+    before the mask was set (OpenBLAS starts some when numpy is imported) still takes the signal."""
     pending = signal.sigpending() & _STOP
     if pending:
         signal.sigtimedwait(pending, 0)
-    return bool(pending)
+    caught = bool(_caught)
+    _caught.clear()
+    return bool(pending) or caught
+
+
+def _install(handlers: Any) -> dict[int, Any]:
+    """Set SIGINT/SIGTERM handlers (one for both, or a dict from a previous call); returns the old
+    ones. Outside the main thread Python cannot set handlers: the signal mask alone then applies."""
+    old: dict[int, Any] = {}
+    for sig in _STOP:
+        try:
+            old[sig] = signal.signal(sig, handlers[sig] if isinstance(handlers, dict) else handlers)
+        except (ValueError, KeyError):
+            continue
+    return old
 
 
 class LocalSettings(BackendSettings):
     max_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     preload: bool = Field(default=True, description="fork jobs from a process with the pipeline imported")
     grace_s: float = Field(default=10.0, ge=0.0, description="SIGTERM to SIGKILL on cancel")
-    command: tuple[str, ...] = Field(
-        default=(), description="run COMMAND… JOB_NAME instead of `drp jobs run` (a site wrapper, benchmarks)"
-    )
 
 
 def run_dir(spec: WorkflowSpec) -> Path:
@@ -164,6 +183,7 @@ class Executor:
         tries: Counter[str] = Counter()
         per_step: Counter[str] = Counter()
         children = _Children()
+        old_handlers = _install(_catch)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
         write_json_atomic(run_dir(self.spec) / PID_FILE, {"pid": os.getpid(), "started_at": time.time()})
         interval = self.settings.sample_interval_s
@@ -194,6 +214,7 @@ class Executor:
             for run, _ in running.values():
                 self.profiler.close(run)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            _install(old_handlers)
         if self._cancelled:
             final = RunState.CANCELLED
         elif all(s is NodeState.SUCCEEDED for s in self.states.values()):
@@ -245,10 +266,7 @@ class Executor:
                 deferred.append(node)
                 continue
             attempt = open_attempt(self.spec.root / self.layout.job_dir(node.step), node.name)
-            if self.settings.command:
-                command = [*self.settings.command, node.name]
-            else:
-                command = job_command(self.spec, node, self.settings, profiled=False)
+            command = job_command(self.spec, node, self.settings, profiled=False)
             run = self.profiler.start(
                 target(node.name) if target is not None else command,
                 job=node.name,
