@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint dist system-deps rucio-server bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio demo-rucio clean
+.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio demo-rucio clean
 
 # The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
@@ -24,13 +24,17 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/drp demo
 
-## test: install system packages the tests need (when root), test dependencies and the Rucio server
-## venv (the Rucio contract tests start it on 127.0.0.1), run pytest
-test: system-deps $(TEST_STAMP) rucio-server
+## test: install system packages the tests need (when root), test dependencies, the Rucio server venv
+## and the HTCondor chroot (the tests start both on 127.0.0.1), run pytest
+test: system-deps $(TEST_STAMP) rucio-server htcondor-pool
 	$(PY) -m pytest
 
 rucio-server:
 	@bash scripts/install-rucio-server.sh .venv-rucio
+
+## htcondor-pool: the HTCondor pool the tests start (Debian trixie minicondor in a chroot; root, once)
+htcondor-pool:
+	@bash scripts/install-htcondor.sh
 
 ## lint: ruff, the layers contract (import-linter) and mypy, as CI runs them
 lint: $(TEST_STAMP)

@@ -28,6 +28,7 @@ from science.synth import ReleaseConfig, plan_manifest
 from science.workflow import Node, WorkflowSpec, write_workflow
 from sites.compute import ComputeBackend, NodeState, RunState, get_backend
 
+SMALL = ReleaseConfig(name="plan", bands=("g",), visits_per_band=2)  # 35 jobs, every step
 JOB = Path(__file__).resolve().parent.parent / "compute_job.py"
 DRIVER = """
 import json, sys
@@ -80,7 +81,7 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Scenario:
     else:
         base = tmp_path
         settings = {"max_workers": 2, "preload": False, "grace_s": 2.0}
-    ctx = ReleaseContext(base / "root", "plan", plan_manifest(ReleaseConfig(name="plan")))
+    ctx = ReleaseContext(base / "root", "plan", plan_manifest(SMALL))
     spec = write_workflow(ctx, "in2p3", [0], base / "wf")
     state = base / "state"
     state.mkdir()
