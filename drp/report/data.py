@@ -38,6 +38,20 @@ class ReportData:
     accuracy_error: str | None = None
     # per (tract, satellite): a science.crossval result, or a dict saying why the comparison failed
     overlap: list[Any] = field(default_factory=list)
+    compute: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> role, share, back-end, where
+
+    def site_stats(self) -> dict[str, dict[str, Any]]:
+        """site → its role, share and compute back-end, with the attempts it ran and their cost."""
+        out: dict[str, dict[str, Any]] = {}
+        for site in self.sites:
+            mine = [a for a in self.attempts if a.site == site]
+            out[site] = {
+                **self.compute.get(site, {}),
+                "attempts": len(mine),
+                "wall_median_s": float(np.median([a.wall_s for a in mine])) if mine else None,
+                "cpu_hours": sum(a.cpu_s or 0.0 for a in mine) / 3600,
+            }
+        return out
 
     def job_stats(self) -> dict[str, dict[str, dict[str, float]]]:
         """site → step → jobs, median wall time, largest peak RSS."""
@@ -78,6 +92,7 @@ class ReportData:
                 "assignment": {str(t): s for t, s in sorted(self.plan.plan.assignment.items())},
                 "overlap": sorted(self.plan.plan.overlap),
             },
+            "sites": self.site_stats(),
             "jobs": self.job_stats(),
             "transfers": self.link_stats(),
             "accuracy": self.accuracy.to_dict()
@@ -112,6 +127,17 @@ def gather(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> Repor
         transfers,
         validations,
     )
+    for site in catalogue.sites:
+        settings = site.compute.settings
+        where = settings.get("schedd") or (
+            f"{settings['max_workers']} workers" if "max_workers" in settings else "this host"
+        )
+        data.compute[site.name] = {
+            "role": site.role.value,
+            "share": site.share,
+            "compute": site.compute.backend,
+            "where": str(where),
+        }
     _accuracy(data)
     _overlap(data, cfg, catalogue)
     return data

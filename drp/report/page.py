@@ -41,6 +41,19 @@ def render(data: ReportData, images: dict[str, str]) -> str:
             release=data.release,
             state=s.state,
             message=s.message or "",
+            sites=[
+                [
+                    name,
+                    v.get("role", ""),
+                    v.get("share", ""),
+                    v.get("compute", ""),
+                    v.get("where", ""),
+                    v["attempts"],
+                    "-" if v["wall_median_s"] is None else f"{v['wall_median_s']:.2f}",
+                    f"{v['cpu_hours']:.3f}",
+                ]
+                for name, v in data.site_stats().items()
+            ],
             phases=[[p.phase, f"{p.seconds:.1f}", p.ticks, p.failures, p.message or ""] for p in s.phases],
             replicas=[[r.site, r.state, r.files, r.bytes] for r in s.replicas],
             transfers=[[t.source, t.dest, t.state, t.transfers, t.bytes] for t in s.transfers],
