@@ -33,16 +33,31 @@ from . import render
     '(e.g. backend = "rucio", transfers = "conveyor"; see scripts/demo-rucio.sh).',
 )
 @click.option(
+    "--satellite-compute",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A TOML file with a [compute] table for the satellite (in2p3) instead of the local executor "
+    '(e.g. backend = "htcondor", schedd = "…"; see scripts/demo-htcondor.sh).',
+)
+@click.option(
     "--release",
     default="dr-demo",
     show_default=True,
     help="Name of the demo release (with Rucio: the DID scope of its files).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def demo(workdir: Path, small: bool, replication: Path | None, release: str, as_json: bool) -> None:
+def demo(
+    workdir: Path,
+    small: bool,
+    replication: Path | None,
+    satellite_compute: Path | None,
+    release: str,
+    as_json: bool,
+) -> None:
     """Run the main job on embedded defaults: a two-site campaign (ncsa lead, in2p3 satellite, 50/50)
     on SQLite, posix storage and the local executor, from plan to cross-validated, consolidated release.
-    With --replication, the same campaign through another replication back-end."""
+    With --replication, the same campaign through another replication back-end; with --satellite-compute,
+    the satellite's jobs through another compute back-end."""
     from drp.demo import DemoSettings, run_demo
     from instrumentation.progress import terminal_progress
 
@@ -50,7 +65,13 @@ def demo(workdir: Path, small: bool, replication: Path | None, release: str, as_
         if r.before != r.after:
             logging.getLogger("drp.campaign").info("%s → %s: %s", r.before, r.after, r.message)
 
-    settings = DemoSettings(workdir=workdir, small=small, replication=replication, release=release)
+    settings = DemoSettings(
+        workdir=workdir,
+        small=small,
+        replication=replication,
+        release=release,
+        satellite_compute=satellite_compute,
+    )
     result = run_demo(settings, progress=terminal_progress, on_tick=tick)
     render.demo(result, as_json)
     if result.mismatches:

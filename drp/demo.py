@@ -8,11 +8,14 @@ cross-validate the overlap tract, consolidate. At the end every catalogued file 
 site and its adler32 compared with the catalogue.
 
 With ``--replication FILE`` the same campaign runs with another replication back-end, e.g. a Rucio
-server whose conveyor and FTS3 move the data (see docs/data.md and scripts/demo-rucio.sh).
+server whose conveyor and FTS3 move the data (see docs/data.md and scripts/demo-rucio.sh); with
+``--satellite-compute FILE`` the satellite runs its DAG on another compute back-end, e.g. an HTCondor
+pool (docs/workflow.md, scripts/demo-htcondor.sh).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -50,9 +53,7 @@ role = "satellite"
 share = 0.5
 storage = "file://{root}/storage/in2p3"
 [site.compute]
-backend = "local"
-max_workers = 2
-
+{satellite_compute}
 [transfer]
 backoff_s = 1
 """
@@ -88,6 +89,44 @@ class DemoSettings:
     overlap: tuple[int, ...] = (0,)
     replication: Path | None = None  # a TOML file with a [replication] table, e.g. Rucio in conveyor mode
     release: str = RELEASE  # with Rucio, the DID scope of the release's files
+    satellite_compute: Path | None = None  # a TOML file with a [compute] table, e.g. HTCondor for in2p3
+
+
+LOCAL_COMPUTE = 'backend = "local"\nmax_workers = 2\n'
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise ValueError(f"cannot write {v!r} as TOML")
+
+
+def compute_table(path: Path) -> str:
+    """The body of a ``[compute]`` table read from ``path``, to become the satellite's ``[site.compute]``
+    (its settings are validated with the rest of the site catalogue)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(str(path), None, f"cannot read: {err.strerror or err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), None, f"not valid TOML: {err}") from err
+    table = data.get("compute")
+    if not isinstance(table, dict) or "backend" not in table:
+        raise ConfigError(str(path), "compute", 'the file needs a [compute] table with a backend = "…" key')
+    extra = sorted(set(data) - {"compute"})
+    if extra:
+        raise ConfigError(str(path), extra[0], "only a [compute] table belongs in this file")
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items())
 
 
 def replication_table(path: Path) -> str:
@@ -154,7 +193,10 @@ def run_demo(
     workdir = settings.workdir.resolve()
     prepare_workdir(workdir)
     sites_file = workdir / "sites.toml"
-    sites_text = SITES_TOML.format(root=workdir)
+    satellite = (
+        LOCAL_COMPUTE if settings.satellite_compute is None else compute_table(settings.satellite_compute)
+    )
+    sites_text = SITES_TOML.format(root=workdir, satellite_compute=satellite)
     if settings.replication is not None:
         sites_text += f"\n# from {settings.replication}\n" + replication_table(settings.replication)
     sites_file.write_text(sites_text)
