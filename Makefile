@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio demo-rucio clean
+.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio bench-htcondor demo-rucio demo-htcondor clean
 
 # The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
@@ -89,3 +89,11 @@ demo-rucio:
 
 clean:
 	rm -rf $(VENV) .venv-rucio drp-work drp-work-rucio dist build .pytest_cache .mypy_cache .ruff_cache
+
+## demo-htcondor: the demo campaign with the satellite's DAG run by DAGMan on an HTCondor pool (root)
+demo-htcondor:
+	@bash scripts/demo-htcondor.sh --small
+
+## bench-htcondor: DAG submit-to-first-job latency and jobs/s through DAGMan vs the local back-end (root)
+bench-htcondor: $(TEST_STAMP) htcondor-pool
+	$(PY) bench/htcondor.py
