@@ -438,3 +438,21 @@ def catalogued(session: Session) -> list[tuple[str, int, str]]:
         (str(n), int(s), str(a))
         for n, s, a in session.execute(text("SELECT name, size, adler32 FROM files ORDER BY name"))
     ]
+
+
+def available_at(
+    session: Session, site_id: int, names: Iterable[str], chunk: int = 500
+) -> dict[str, FileRow]:
+    """Which of ``names`` have an AVAILABLE replica at the site, with their size and adler32 (a
+    workflow's replica catalogue comes from here, not from a listing of the storage)."""
+    wanted = list(dict.fromkeys(names))
+    out: dict[str, FileRow] = {}
+    stmt = text(
+        "SELECT f.name, f.size, f.adler32 FROM files f JOIN replicas r ON r.file_id = f.id "
+        "WHERE r.site_id = :s AND r.state = :a AND f.name IN :n"
+    ).bindparams(bindparam("n", expanding=True))
+    for i in range(0, len(wanted), chunk):
+        params = {"s": site_id, "a": int(ReplicaState.AVAILABLE), "n": wanted[i : i + chunk]}
+        for n, sz, a in session.execute(stmt, params):
+            out[str(n)] = FileRow(str(n), int(sz), str(a))
+    return out

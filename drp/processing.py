@@ -20,6 +20,7 @@ from bookkeeping import campaigns, jobs
 from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database
 from bookkeeping.events import log_event
+from bookkeeping.files import available_at
 from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states
 from bookkeeping.plans import StoredPlan, load_plan, site_tracts, store_plan
 from bookkeeping.sites import site_id, upsert_sites
@@ -33,6 +34,7 @@ from science.pipeline.jobs import STEPS, Job, ReleaseContext
 from science.workflow import WorkflowSpec, write_workflow
 from sites.catalogue import SiteCatalogue, SiteConfig
 from sites.compute import ComputeBackend, RunReport, get_backend
+from sites.compute.base import INPUTS_FILE
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,15 @@ def prepare(
         if mb > backend.settings.memory_for(step)
     }
     write_json_atomic(spec.directory / "memory.json", raised)  # kept across restarts by every back-end
+    # the inputs no job of the workflow produces, as the books know them at the site (a planner's
+    # replica catalogue: Pegasus)
+    produced = {o for n in spec.nodes() for o in n.outputs}
+    external = sorted({i for n in spec.nodes() for i in n.inputs} - produced)
+    here = available_at(session, sid, external)
+    write_json_atomic(
+        spec.directory / INPUTS_FILE,
+        {name: {"size": r.size, "adler32": r.adler32} for name, r in here.items()},
+    )
     log_event(
         session,
         "workflow.prepared",

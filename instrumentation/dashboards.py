@@ -73,7 +73,6 @@ def _variables(campaign: bool) -> list[dict[str, Any]]:
                 "type": "query",
                 "datasource": DS,
                 "query": {"query": query, "refId": "campaign"},
-                "definition": query,
                 "includeAll": True,
                 "multi": True,
                 "current": {"text": "All", "value": "$__all"},

@@ -58,6 +58,19 @@ def installed() -> bool:
     return (CHROOT / ".satdrp-installed").is_file() and (CHROOT / "usr/sbin/condor_master").exists()
 
 
+def _in_chroot() -> list[int]:
+    """Processes whose root directory is the pool's chroot (daemons, starters, jobs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "root") == str(CHROOT):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _mounted(path: Path) -> bool:
     return subprocess.run(["mountpoint", "-q", str(path)], check=False).returncode == 0
 
@@ -164,9 +177,11 @@ class CondorPool:
         deadline = time.monotonic() + 30
         while self.master_running() and time.monotonic() < deadline:
             time.sleep(0.3)
-        if self.master_running():
-            subprocess.run(["pkill", "-9", "-x", "condor_master"], check=False)
-        subprocess.run(["pkill", "-9", "-f", str(CHROOT)], check=False)
+        for pid in _in_chroot():  # what condor_off left (or everything, if it did not answer)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         if self.master_running():

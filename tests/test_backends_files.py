@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -322,3 +323,35 @@ def test_pegasus_files_validate_against_pegasus_schemas(spec: WorkflowSpec) -> N
     errors = validate_file(d / "workflow.yml")
     assert any("bogus" in e for e in errors), textwrap.shorten(str(errors), 300)
     assert any(e.startswith("jobs/1") for e in errors), textwrap.shorten(str(errors), 300)
+
+
+def test_pegasus_plans_for_the_htcondor_site_from_the_books(spec: WorkflowSpec) -> None:
+    """With the driver's record of the inputs at the site (bookkeeping's AVAILABLE replicas), the
+    replica catalogue lists those and only those, with their adler32; the execution site is the
+    HTCondor pool with the operator's accounting group and requirements."""
+    nodes = list(spec.nodes())
+    external = sorted({i for n in nodes for i in n.inputs} - {o for n in nodes for o in n.outputs})
+    known, missing = external[:-1], external[-1]
+    (spec.directory / "inputs.json").write_text(
+        json.dumps({name: {"size": 10, "adler32": "0badf00d"} for name in known})
+    )
+    be = get_backend("pegasus", {"accounting_group": "group_lsst.drp", "requirements": 'OpSys == "LINUX"'})
+    assert isinstance(be, PegasusBackend)
+    files = be.write(spec)
+    assert all(validate_file(p) == [] for p in files.values())
+    rc = yaml.safe_load(files["replicas.yml"].read_text())
+    by_lfn = {r["lfn"]: r for r in rc["replicas"]}
+    assert set(by_lfn) == set(known) and missing not in by_lfn
+    assert by_lfn[known[0]]["metadata"]["adler32"] == "0badf00d"
+    assert by_lfn[known[0]]["pfns"][0]["pfn"] == f"file://{spec.root.resolve() / known[0]}"
+    sites = {s["name"]: s for s in yaml.safe_load(files["sites.yml"].read_text())["sites"]}
+    profiles = sites[spec.site]["profiles"]
+    assert profiles["pegasus"]["style"] == "condor"
+    assert profiles["condor"]["accounting_group"] == "group_lsst.drp"
+    assert profiles["condor"]["requirements"] == 'OpSys == "LINUX"'
+    tc = yaml.safe_load(files["transformations.yml"].read_text())
+    wf = yaml.safe_load(files["workflow.yml"].read_text())
+    job = wf["jobs"][0]
+    args = " ".join(map(str, job["arguments"]))
+    assert "-m instrumentation.profiler" in args and "-m cli jobs run --job" in args
+    assert {t["name"] for t in tc["transformations"]} == {n.step for n in nodes}

@@ -104,6 +104,18 @@ def test_campaign_end_to_end(tmp_path: Path, pristine: Path) -> None:
         for name, size, adler in files:
             assert adler32_file(tmp_path / site / name) == (adler, size), (site, name)
     assert n_jobs > 0 and jobs_without_attempt == 0
+    # beside each workflow, its inputs as the books hold them at the site (a planner's replica catalogue)
+    from drp.processing import workflow_dir
+    from science.workflow import WorkflowSpec
+
+    catalogued = {name: (size, adler) for name, size, adler in files}
+    for site in ("ncsa", "in2p3"):
+        spec = WorkflowSpec.load(workflow_dir(driver.cfg.workdir, "c1", site))
+        nodes = list(spec.nodes())
+        external = {i for n in nodes for i in n.inputs} - {o for n in nodes for o in n.outputs}
+        inputs = json.loads((spec.directory / "inputs.json").read_text())
+        assert set(inputs) == external, site
+        assert all((v["size"], v["adler32"]) == catalogued[k] for k, v in inputs.items())
     assert validations[0] > 0 and validations[0] == validations[1]
     assert driver.tick().after == "DONE" and driver.tick().exit_code == 0  # idempotent at the end
     from bookkeeping.queries import campaign_status

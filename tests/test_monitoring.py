@@ -4,6 +4,7 @@ every PromQL expression of every dashboard runs, the campaign-overview panels re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,6 +147,47 @@ def test_dashboard_files_are_up_to_date() -> None:
         assert (DIR / f"{name}.json").read_text() == render(name, dash), (
             f"{name}.json is stale: run python -m instrumentation.dashboards"
         )
+
+
+def _lost(a: Any, b: Any, path: str = "") -> list[str]:
+    """Keys and values of ``a`` that ``b`` (its round trip through Grafana's types) lost or changed."""
+    if isinstance(a, dict):
+        if not isinstance(b, dict):
+            return [f"{path}: became {type(b).__name__}"]
+        return [
+            p for k, v in a.items() for p in (_lost(v, b[k], f"{path}/{k}") if k in b else [f"{path}/{k}"])
+        ]
+    if isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            return [f"{path}: list changed"]
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in _lost(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} → {b!r}"]
+
+
+def test_dashboards_follow_grafanas_schema() -> None:
+    """Each dashboard read into grafana-foundation-sdk's Dashboard (types generated from Grafana's own
+    schema) and written back loses nothing: no key Grafana does not know; variable types and refresh
+    modes are the schema's enum values; every panel type is one of Grafana's panel plugins."""
+    import pkgutil
+
+    import grafana_foundation_sdk.models as kinds
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard, VariableRefresh, VariableType
+
+    plugins = {m.name for m in pkgutil.iter_modules(kinds.__path__)}
+    for path in sorted(DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        back = json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+        assert _lost(data, back) == [], path.name
+        assert {p["type"] for p in data["panels"]} <= plugins, path.name
+        for var in data.get("templating", {}).get("list", []):
+            assert var["type"] in {t.value for t in VariableType}, (path.name, var["name"])
+            assert var.get("refresh", 0) in {r.value for r in VariableRefresh}, (path.name, var["name"])
+    # and the check can fail: a misspelt key is caught
+    bad = json.loads((DIR / "overview.json").read_text())
+    bad["panels"][0]["gridpos"] = bad["panels"][0].pop("gridPos")
+    back = json.loads(json.dumps(Dashboard.from_json(bad), cls=JSONEncoder))
+    assert _lost(bad, back) == ["/panels[0]/gridpos"]
 
 
 def test_every_dashboard_expression_runs_and_the_overview_has_data(stack: Stack) -> None:

@@ -23,6 +23,9 @@ from common.probes import Probe
 from science.layout import Layout
 from science.workflow import Node, WorkflowSpec
 
+# Written by the driver beside each workflow: the inputs no job produces, with size and adler32, as
+# bookkeeping has them AVAILABLE at the site (what a planner's replica catalogue is built from).
+INPUTS_FILE = "inputs.json"
 DEFAULT_MEMORY_MB = {"calibrate": 1024, "warp": 512, "coadd": 1024, "measure": 1024, "merge": 512}
 
 

@@ -16,6 +16,7 @@ the report says the workflow is ready to plan.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from functools import cache
@@ -28,7 +29,16 @@ from common.errors import DrpError
 from common.probes import Health, Probe
 from science.workflow import WorkflowSpec
 
-from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
+from .base import (
+    INPUTS_FILE,
+    BackendSettings,
+    ComputeBackend,
+    NodeState,
+    RunReport,
+    RunState,
+    count_states,
+    job_command,
+)
 from .local import completed
 
 SCHEMA_DIR = Path(__file__).with_name("pegasus_schema")
@@ -44,6 +54,21 @@ PLANNED_FILE = "planned"
 class PegasusSettings(BackendSettings):
     pegasus_plan: str = Field(default="pegasus-plan", description="planner command (run when found)")
     output_site: str = Field(default="", description="pegasus-plan --output-sites (default: the site)")
+    accounting_group: str = Field(default="", description="the HTCondor execution site's accounting group")
+    requirements: str = Field(default="", description="ClassAd Requirements of every job at the site")
+
+
+def _books(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The driver's record of the workflow's inputs at the site (None: no driver wrote one)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as err:
+        raise DrpError(f"{path}: unreadable inputs record ({err})") from err
+    if not isinstance(data, dict):
+        raise DrpError(f"{path}: unreadable inputs record (not an object)")
+    return data
 
 
 @cache
@@ -132,7 +157,9 @@ class PegasusBackend(ComputeBackend):
                 FileServer(f"file://{root}", Operation.ALL)
             ),
         )
-        site.add_condor_profile(universe="vanilla")
+        site.add_condor_profile(universe="vanilla", requirements=s.requirements or None)
+        if s.accounting_group:
+            site.add_profiles(Namespace.CONDOR, key="accounting_group", value=s.accounting_group)
         site.add_pegasus_profile(style="condor", data_configuration="sharedfs")
         local = Site("local", arch=Arch.X86_64).add_directories(
             Directory(Directory.SHARED_SCRATCH, str(d / "scratch")).add_file_servers(
@@ -150,9 +177,15 @@ class PegasusBackend(ComputeBackend):
             transformations[step] = tx
 
         produced = {o for n in nodes for o in n.outputs}
+        external = sorted({i for n in nodes for i in n.inputs} - produced)
+        books = _books(spec.directory / INPUTS_FILE)
         rc = ReplicaCatalog()
-        for lfn in sorted({i for n in nodes for i in n.inputs} - produced):
-            rc.add_replica(spec.site, lfn, f"file://{root / lfn}")
+        for lfn in external:
+            if books is None:  # not prepared by the driver: the storage layout is all there is
+                rc.add_replica(spec.site, lfn, f"file://{root / lfn}")
+            elif lfn in books:  # absent from the books at this site: no replica to plan with
+                meta = {"adler32": str(books[lfn]["adler32"]), "size": str(books[lfn]["size"])}
+                rc.add_replica(spec.site, lfn, f"file://{root / lfn}", metadata=meta)
 
         wf = Workflow(f"satdrp-{spec.release}-{spec.site}", infer_dependencies=False)
         jobs: dict[str, Any] = {}
