@@ -355,3 +355,20 @@ def test_pegasus_plans_for_the_htcondor_site_from_the_books(spec: WorkflowSpec) 
     args = " ".join(map(str, job["arguments"]))
     assert "-m instrumentation.profiler" in args and "-m cli jobs run --job" in args
     assert {t["name"] for t in tc["transformations"]} == {n.step for n in nodes}
+
+
+def test_rescue_dag_marks_nodes_done_only_when_their_outputs_exist(spec: WorkflowSpec) -> None:
+    """DAGMan's rescue DAG (written when a DAG fails) is folded into the next DAG's DONE marks, but
+    storage decides: a node the rescue file calls done whose outputs are gone runs again."""
+    be = _htcondor()
+    dag = be.write(spec)
+    calib = [n for n in spec.nodes() if n.step == "calibrate"][:2]
+    for out in calib[0].outputs:
+        (spec.root / out).parent.mkdir(parents=True, exist_ok=True)
+        (spec.root / out).write_bytes(b"x")
+    dag.with_name(dag.name + ".rescue001").write_text(
+        "# Rescue DAG file, created after running\nDONE " + calib[0].name + "\nDONE " + calib[1].name + "\n"
+    )
+    lines = be.write(spec).read_text().splitlines()
+    assert f"JOB {calib[0].name} calibrate.sub DONE" in lines
+    assert f"JOB {calib[1].name} calibrate.sub" in lines, "its outputs are not on storage"
