@@ -128,6 +128,12 @@ class CondorPool:
             raise RuntimeError("the HTCondor pool runs in a chroot: start it as root")
         if not installed():
             raise RuntimeError(f"no HTCondor chroot at {CHROOT} (scripts/install-htcondor.sh installs it)")
+        clash = [d for d in self.binds if str(d) in ("/", "/usr", "/usr/lib", "/bin", "/lib", "/etc")]
+        if clash:
+            raise RuntimeError(
+                f"{clash[0]} would be bind-mounted over the pool's own system: make the venv from a Python "
+                "outside /usr (pyenv, /usr/local, /opt) so that jobs can run it inside the chroot"
+            )
         self.work.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(mode=0o700, exist_ok=True)
         self._mount(["-t", "proc", "proc"], CHROOT / "proc")
