@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,7 +67,30 @@ def _checked_files(rows: Iterable[tuple[str, int, str]], totals: list[int]) -> I
     totals[1] = nbytes
 
 
+_SCOPE = re.compile(r"[A-Za-z0-9_.\-]{1,25}")
+_DID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9/._\-]{0,249}")
+
+
+def check_did(scope: str, name: str) -> tuple[str, str]:
+    """Rucio's DID rules (its generic schema: scope of at most 25 letters, digits, ``_.-``; name of at
+    most 250 letters, digits, ``/._-``), and, since satdrp maps names to paths, no name starting with
+    ``/`` and no ``..`` component."""
+    if not _SCOPE.fullmatch(scope):
+        raise InvalidInputError(
+            f"dataset scope {scope!r}: 1 to 25 characters, letters, digits, '_', '.' or '-' (Rucio's rule)"
+        )
+    if not _DID_NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"dataset name {name!r}: 1 to 250 characters, letters, digits, '/', '.', '_' or '-', starting "
+            "with a letter or digit (Rucio's rule)"
+        )
+    if ".." in name.split("/") or "//" in name:
+        raise InvalidInputError(f"dataset name {name!r}: no '..' or empty path components")
+    return scope, name
+
+
 def get_or_create_dataset(session: Session, scope: str, name: str, kind: str = "raw") -> int:
+    check_did(scope, name)
     found = session.scalar(select(Dataset.id).where(Dataset.scope == scope, Dataset.name == name))
     if found is not None:
         return found

@@ -38,9 +38,10 @@ def sites_list(sites_path: Path | None, as_json: bool) -> None:
 def sites_sync(ctx: click.Context, sites_path: Path | None, as_json: bool) -> None:
     """Record the catalogue's sites in bookkeeping (insert or update; safe to repeat)."""
     from bookkeeping.sites import upsert_sites
-    from sites.catalogue import load_catalogue
+    from sites.catalogue import check_compute_settings, load_catalogue
 
     catalogue = load_catalogue(sites_path)
+    check_compute_settings(catalogue)
     with checked_db(ctx).session() as session:
         ids = upsert_sites(session, [s.to_row() for s in catalogue.sites])
     render.synced(ids, as_json)

@@ -3,12 +3,15 @@ outputs (written by the profiler, read by the driver and `drp jobs show`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from common.atomic import write_bytes_atomic
 
@@ -97,25 +100,33 @@ class JobReport:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "job report") -> JobReport:
+    def from_dict(cls, d: Any, source: str = "job report") -> JobReport:
+        """A report checked against its schema (types of every field, nested usage and samples): a file
+        that is valid JSON but not a report, or a report with a wrong type anywhere, is a ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: not a satdrp job report (a JSON {type(d).__name__}, not an object)")
         if d.get("schema") != REPORT_SCHEMA or not isinstance(d.get("version"), int):
             raise ValueError(f"{source}: not a satdrp job report")
         if d["version"] > REPORT_VERSION:
             raise ValueError(f"{source}: report version {d['version']} is newer than this satdrp")
-        names = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in d.items() if k in names}
+        names = cls.__dataclass_fields__
         try:
-            kw["usage"] = Usage(**d["usage"])
-            kw["timeseries"] = [Sample(**s) for s in d.get("timeseries", [])]
-            return cls(**kw)
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{source}: incomplete job report ({err})") from err
+            return _adapter().validate_python({k: v for k, v in d.items() if k in names})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "report"
+            raise ValueError(f"{source}: bad job report: {where}: {first['msg']}") from err
 
     def write(self, path: Path, *, durable: bool = True) -> None:
         """Atomic; ``durable=False`` skips fsync (an unreadable report counts as "not run"). Compact
         JSON, so the C encoder does it (``jq`` or ``drp jobs show`` for reading)."""
         data = json.dumps(self.to_dict(), separators=(",", ":"), default=str).encode()
         write_bytes_atomic(path, data + b"\n", durable=durable)
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[JobReport]:
+    return TypeAdapter(JobReport)
 
 
 def read_report(path: Path) -> JobReport:

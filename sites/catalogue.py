@@ -54,7 +54,7 @@ from bookkeeping.sites import SiteRow
 from bookkeeping.states import SiteRole
 from common.configfile import config_error, read_toml
 from common.errors import ConfigError
-from common.plugins import Kind, Plugin, plugin, require
+from common.plugins import Kind, MissingClientError, Plugin, configure, plugin, require
 
 DEFAULT_SITES_FILE = "sites.toml"
 STORAGE_SCHEMES = ("file", "root", "davs", "https")
@@ -319,6 +319,31 @@ def requirements(cat: SiteCatalogue, sites: set[str] | None = None) -> Iterator[
 
 def require_clients(cat: SiteCatalogue, sites: set[str] | None = None) -> None:
     """Refuse, before any work, a catalogue whose back-ends need a client that is not installed:
-    one :class:`common.plugins.MissingClientError` (exit 2) naming the site, the key and the fix."""
+    one :class:`common.plugins.MissingClientError` (exit 2) naming the site, the key and the fix; and a
+    compute setting its back-end would refuse (:func:`check_compute_settings`)."""
     for req in requirements(cat, sites):
         require(req.plugin, cat.source, req.key, req.what)
+    check_compute_settings(cat, sites)
+
+
+def check_compute_settings(cat: SiteCatalogue, sites: set[str] | None = None) -> None:
+    """Refuse a compute setting the site's back-end would refuse only when it runs (``max_workers =
+    0`` once passed `campaign create` and stopped the campaign at processing): a ConfigError naming
+    ``site[N].compute.KEY``. A back-end whose client is not installed here is left to
+    :func:`require_clients` (`sites sync` runs on hosts without the production clients)."""
+    for i, site in enumerate(cat.site, start=1):
+        if sites is not None and site.name not in sites:
+            continue
+        key = f"site[{i}].compute.backend"
+        try:
+            require(plugin(Kind.COMPUTE, site.compute.backend, cat.source, key), cat.source, key)
+        except MissingClientError:
+            continue
+        configure(
+            Kind.COMPUTE,
+            site.compute.backend,
+            site.compute.settings,
+            source=cat.source,
+            prefix=f"site[{i}].compute",
+            name_key=key,
+        )

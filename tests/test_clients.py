@@ -281,3 +281,25 @@ def test_doctor_missing_client_and_bad_catalogue_exit_2(
     (tmp_path / "sites.toml").write_text("[[site]]\nname = 'x'\n")
     code, report, _ = _doctor("--db", f"sqlite:///{tmp_path / 'bk.sqlite'}", env=env)
     assert code == 2 and _rows(report)[("site catalogue", "file")][0] == "config"
+
+
+@pytest.mark.parametrize(
+    "bad", ["max_workers = 0", "max_workers = -1", "max_jobs = { warp = 0 }", "typo = 1"]
+)
+def test_a_bad_compute_setting_is_refused_before_any_work(bad: str, tmp_path: Path) -> None:
+    """It once passed `campaign create` and failed only at processing, leaving the campaign stuck."""
+    _catalogue(tmp_path, extra=bad)
+    url = f"sqlite:///{tmp_path / 'bk.sqlite'}"
+    assert _run("--db", url, "db", "upgrade")[0] == 0
+    key = f"site[2].compute.{bad.split()[0]}"
+    for args in (
+        ("campaign", "create", str(tmp_path / "campaign.toml")),
+        ("campaign", "run", str(tmp_path / "campaign.toml")),
+        ("sites", "sync", "--sites", str(tmp_path / "sites.toml")),
+    ):
+        code, out, err = _run("--db", url, *args)
+        assert code == 2, (args, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith(f"drp: error: {tmp_path / 'sites.toml'}: {key}"), lines[0]
+    assert _counts(url) == (0, 0, 0)

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cli import cli
@@ -122,3 +123,24 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert code == 2
     code, _, err = _run(tmp_path, "rules", "show", "99")
     assert code == 1 and "rule 99 does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("did", "says"),
+    [
+        ("scope:../../x", "starting with a letter or digit"),
+        ("scope:raw/../../x", "no '..'"),
+        ("scope:/abs", "starting with a letter or digit"),
+        ("sc ope:raw", "dataset scope 'sc ope'"),
+        ("a-scope-longer-than-twenty-five:raw", "1 to 25 characters"),
+        ("dr1:raw;rm", "dataset name 'raw;rm'"),
+        ("dr1:" + "x" * 251, "1 to 250 characters"),
+        ("dr1:raw//x", "empty path components"),
+    ],
+)
+def test_dataset_names_follow_rucios_did_rules(tmp_path: Path, did: str, says: str) -> None:
+    _setup(tmp_path)
+    code, _, err = _run(tmp_path, "data", "register", "--site", "ncsa", "--dataset", did, "--path", "raw")
+    assert code == 2 and says in err and "Traceback" not in err, err
+    code, out, _ = _run(tmp_path, "data", "ls", "--json")
+    assert code == 0 and json.loads(out) == [], "nothing was registered"

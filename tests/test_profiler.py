@@ -107,3 +107,44 @@ def test_newer_or_foreign_reports_are_refused(tmp_path: Path) -> None:
         read_report(p)
     with pytest.raises(ValueError):
         JobReport.from_dict({"schema": "satdrp.job_report", "version": 1}, "partial")
+
+
+def test_reports_are_checked_against_their_schema(tmp_path: Path) -> None:
+    """Valid JSON that is not a report object, or a report with a wrong type in any field, is an
+    unreadable report naming its path and the field (it once crashed `drp workflow status`)."""
+    from instrumentation.job_report import Usage
+
+    good = JobReport(
+        "j",
+        "warp",
+        {"visit": 1},
+        1,
+        [],
+        "h",
+        0.0,
+        1.0,
+        1.0,
+        0,
+        None,
+        Usage(1, 0, 1, 0, 0, 0, 0),
+        "o",
+        "e",
+        "",
+        "",
+    )
+    p = tmp_path / "j.1.json"
+    for content, message in (
+        ("[1, 2]", "a JSON list, not an object"),
+        ('"text"', "a JSON str, not an object"),
+        (json.dumps({**good.to_dict(), "exit_code": "zero"}), "bad job report: exit_code"),
+        (
+            json.dumps({**good.to_dict(), "usage": {**good.to_dict()["usage"], "cpu_user": None}}),
+            "usage.cpu_user",
+        ),
+        (json.dumps({**good.to_dict(), "data_id": [1]}), "data_id"),
+    ):
+        p.write_text(content)
+        with pytest.raises(ValueError, match=rf"{p}: .*{message}"):
+            read_report(p)
+    p.write_text(json.dumps(good.to_dict()))
+    assert read_report(p) == good

@@ -17,7 +17,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from bookkeeping.files import FileRow, RegisterResult
+from bookkeeping.files import FileRow, RegisterResult, check_did
 from bookkeeping.states import ReplicaState, RuleState
 from common.errors import InvalidInputError
 from common.probes import Probe
@@ -30,7 +30,7 @@ def split_did(did: str) -> tuple[str, str]:
     scope, sep, name = did.partition(":")
     if not sep or not scope or not name:
         raise InvalidInputError(f"dataset {did!r}: expected SCOPE:NAME, e.g. dr1:raw/tract0042")
-    return scope, name
+    return check_did(scope, name)
 
 
 @dataclass(frozen=True)
