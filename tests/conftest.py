@@ -195,7 +195,8 @@ def condor_pool() -> Iterator[object]:
                 os.environ[k] = v
         htcondor2.reload_config()
         pool.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("DRP_KEEP_WORK"):  # kept for a post-mortem of the pool's logs
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
@@ -207,4 +208,5 @@ def condor_workspace(condor_pool: object) -> Iterator[object]:
     d = work / f"t{uuid.uuid4().hex[:8]}"
     d.mkdir(parents=True)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("DRP_KEEP_WORK"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -85,7 +85,9 @@ class CondorPool:
         self.cpus = cpus
         self.memory_mb = memory_mb
         checkout = Path(__file__).resolve().parent.parent
-        self.binds = tuple(dict.fromkeys([checkout, Path(sys.base_prefix), work, *binds]))
+        venv = Path(sys.prefix)  # the jobs run this venv's Python: bind it when it lives elsewhere
+        own = [checkout, Path(sys.base_prefix)] + ([] if venv.is_relative_to(checkout) else [venv])
+        self.binds = tuple(dict.fromkeys([*own, work, *binds]))
         self._mounts: list[Path] = []
         self.uid = 0
 
