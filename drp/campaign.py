@@ -55,6 +55,7 @@ from common.errors import (
 from drp.campaign_config import CampaignConfig
 from drp.locking import campaign_lock
 from drp.split import META_DATASET, site_expression, tract_dataset
+from science.pipeline.calibrate import check_raw
 from science.pipeline.jobs import ReleaseContext
 from sites.catalogue import SiteCatalogue, SiteConfig, require_clients
 from transfer.checksum import adler32_file
@@ -219,6 +220,8 @@ class CampaignDriver:
         plan = stored.plan
         by_home: dict[int, list[FileRow]] = {}
         needs: dict[int, set[str]] = {}
+        bad: list[str] = []
+        shape = (ctx.config.image_pix, ctx.config.image_pix)
         for vid, v in sorted(ctx.visits.items()):
             tracts = sorted({int(t) for t, _ in v["patches"]})
             if not tracts:
@@ -234,7 +237,16 @@ class CampaignDriver:
             needs.setdefault(home, set()).update(sites)
             name = ctx.layout.raw(v["band"], vid).as_posix()
             if name not in known:
+                try:
+                    check_raw(root / name, shape)
+                except InvalidInputError as err:
+                    bad.append(str(err))
+                    continue
                 by_home.setdefault(home, []).append(_file_row(root, name))
+        if bad:  # nothing is registered until every raw file is sound
+            raise InvalidInputError(
+                f"{len(bad)} raw file(s) fail the input check, nothing registered: " + "; ".join(bad[:3])
+            )
         meta = [
             p.as_posix()
             for p in (ctx.layout.manifest(), ctx.layout.refcat(), ctx.layout.truth())

@@ -289,3 +289,26 @@ def test_tick_with_rucio_down_exits_3_with_the_reason_and_changes_nothing(
     assert "waiting" in states[-1]["message"] and "secret" not in out.output
     with driver.db.session() as s:
         assert s.execute(text("SELECT count(*) FROM files")).scalar_one() == 0
+
+
+def test_a_truncated_raw_fails_registration_by_name_and_nothing_is_registered(
+    tmp_path: Path, pristine: Path
+) -> None:
+    """Raw files are checked when they enter: one truncated exposure fails the tick with its name, no
+    file at all is catalogued; restored, `campaign retry` registers the release."""
+    driver = _setup(tmp_path, pristine)
+    raws = sorted((tmp_path / "ncsa").glob("tiny/raw/*/visit*.fits"))
+    victim = raws[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])
+    assert driver.tick().after == "PLANNED"
+    failed = driver.tick()
+    assert failed.after == "FAILED"
+    assert str(victim) in failed.message and "nothing registered" in failed.message
+    with driver.db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM files")).scalar_one() == 0
+    victim.write_bytes(good)
+    assert driver.retry() == "c1: back to PLANNED"
+    assert driver.tick().after == "REGISTERED"
+    with driver.db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM files")).scalar_one() > len(raws) // 2

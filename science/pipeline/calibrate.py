@@ -8,6 +8,7 @@ a source table (Parquet). Pure function of paths: it knows nothing of sites or d
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def read_raw(path: Path) -> tuple[NDArray[np.float64], fits.Header]:
         if key not in header:
             raise InvalidInputError(f"{path}: header keyword {key} missing")
     return data, header
+
+
+def check_raw(path: Path, shape: tuple[int, int]) -> None:
+    """What a raw exposure must be before it is registered: FITS readable to its last byte (astropy
+    only warns about a truncated file: here that is an error), a 2-D image of the release's shape, the
+    header keywords calibration needs. An :class:`InvalidInputError` names the file and the fault."""
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AstropyUserWarning)
+        try:
+            data, _ = read_raw(path)
+        except AstropyUserWarning as err:
+            raise InvalidInputError(f"{path}: unreadable or truncated FITS ({err})") from err
+    if data.shape != shape:
+        raise InvalidInputError(
+            f"{path}: image is {data.shape[0]}×{data.shape[1]}, the release's are {shape[0]}×{shape[1]}"
+        )
 
 
 def build_mask(data: NDArray[np.float64], saturation: float, noise: float) -> NDArray[np.int16]:
