@@ -50,6 +50,33 @@ def under_replicated(session: Session, scope: str | None) -> list[tuple[str, int
     return [(str(n), int(c), None if s is None else int(s)) for n, c, s in session.execute(stmt, params)]
 
 
+Declared = tuple[int, ReplicaState, str | None]  # (site id, replica state, last declared reason)
+
+
+def unrecoverable(session: Session, scope: str | None) -> list[tuple[str, list[Declared]]]:
+    """Files with no verified replica anywhere and at least one declared BAD or LOST, with each replica's
+    (site id, state, last declared reason): what `drp dr status` lists until an operator acts."""
+    scope_join = "JOIN datasets d ON d.id = f.dataset_id AND d.scope = :scope" if scope else ""
+    stmt = text(
+        "SELECT f.name, r.site_id, r.state, (SELECT b.reason FROM bad_replicas b WHERE b.file_id = f.id "
+        " AND b.site_id = r.site_id ORDER BY b.id DESC LIMIT 1) "
+        f"FROM files f {scope_join} JOIN replicas r ON r.file_id = f.id "
+        "WHERE NOT EXISTS (SELECT 1 FROM replicas a WHERE a.file_id = f.id AND a.state = :a) "
+        "AND EXISTS (SELECT 1 FROM replicas x WHERE x.file_id = f.id AND x.state IN (:bad, :lost)) "
+        "ORDER BY f.name, r.site_id"
+    )
+    params = {
+        "a": _AVAILABLE,
+        "bad": int(ReplicaState.BAD),
+        "lost": int(ReplicaState.LOST),
+        **({"scope": scope} if scope else {}),
+    }
+    out: dict[str, list[Declared]] = {}
+    for name, site, state, reason in session.execute(stmt, params):
+        out.setdefault(str(name), []).append((int(site), ReplicaState(state), reason))
+    return list(out.items())
+
+
 def missing_by_dataset(session: Session, site_id: int, scope: str) -> list[tuple[str, int, int]]:
     """(dataset, files, bytes) of the release's non-empty datasets that are not (all) verified at the site;
     datasets complete there are listed with zeros."""

@@ -160,6 +160,32 @@ _IN_FLIGHT = (TransferState.SUBMITTED, TransferState.ACTIVE)
 _PENDING = (TransferState.QUEUED, *_IN_FLIGHT)
 
 
+Stranded = tuple[int, int, int, int, ReplicaState, ReplicaState | None]
+
+
+def from_unhealthy_sources(session: Session) -> list[Stranded]:
+    """(transfer id, file id, source site, dest site, source state, how the destination was last declared)
+    of QUEUED transfers whose source replica is no longer AVAILABLE (declared BAD or LOST after the copy
+    was queued, or gone); the last column is None for a first copy, BAD or LOST for a repair."""
+    stmt = text(
+        "SELECT t.id, t.file_id, t.source_site_id, t.dest_site_id, coalesce(r.state, :lost), "
+        "(SELECT b.state FROM bad_replicas b WHERE b.file_id = t.file_id AND b.site_id = t.dest_site_id "
+        " ORDER BY b.id DESC LIMIT 1) FROM transfers t "
+        "LEFT JOIN replicas r ON r.file_id = t.file_id AND r.site_id = t.source_site_id "
+        "WHERE t.state = :q AND t.mover <> :c AND (r.state IS NULL OR r.state <> :a)"
+    )
+    params = {
+        "q": int(TransferState.QUEUED),
+        "c": CONVEYOR,
+        "a": int(ReplicaState.AVAILABLE),
+        "lost": int(ReplicaState.LOST),
+    }
+    return [
+        (int(t), int(f), int(s), int(d), ReplicaState(st), None if b is None else ReplicaState(b))
+        for t, f, s, d, st, b in session.execute(stmt, params)
+    ]
+
+
 def interrupted(session: Session) -> list[int]:
     """ACTIVE transfers of synchronous movers (no external id): a process stopped in the middle."""
     stmt = text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL AND mover <> :c")

@@ -139,21 +139,35 @@ def test_only_copy_corrupt_is_unrecoverable_and_left_in_place(
 ) -> None:
     d, backend = finished, finished.replication
     name = next(n for n, z in _catalogued(d) if z > 100)
+    with d.db.session() as s:
+        before = s.execute(text("SELECT max(id) FROM transfers")).scalar_one()
     for site in ("ncsa", "in2p3"):
         _flip(tmp_path / site / name)
     damaged = (tmp_path / "in2p3" / name).read_bytes()
     for site in ("ncsa", "in2p3"):
         rep = audit(d.db, d.catalogue, backend, site, verify_checksums=True)
         assert [(f.kind, f.name) for f in rep.findings] == [(FindingKind.CORRUPT, name)]
-    preview = recover(d.db, d.catalogue, backend, "in2p3", dry_run=True)
-    assert [n for n, _ in preview.unrecoverable] == [name]
-    rec = recover(d.db, d.catalogue, backend, "in2p3")
-    assert rec.exit_code == 1 and rec.recovered == 0
-    ((unrec, why),) = rec.unrecoverable
-    assert unrec == name and "no verified copy at any other site" in why and "adler32" in why
+    damaged_ncsa = (tmp_path / "ncsa" / name).read_bytes()
+    # ncsa first: its audit queued a copy from in2p3, whose replica the second audit declared bad
+    for site in ("ncsa", "in2p3"):
+        preview = recover(d.db, d.catalogue, backend, site, dry_run=True)
+        assert [n for n, _ in preview.unrecoverable] == [name], site
+        rec = recover(d.db, d.catalogue, backend, site)
+        assert (rec.exit_code, rec.recovered, rec.failed) == (1, 0, []), site
+        ((unrec, why),) = rec.unrecoverable
+        assert unrec == name and "no verified copy at any other site" in why, why
+    with d.db.session() as s:
+        tried = s.execute(
+            text("SELECT count(*) FROM transfers WHERE id > :b AND attempts > 0"), {"b": before}
+        ).scalar_one()
+    assert tried == 0, "no copy was attempted from a replica declared bad"
+    assert _states(d, "ncsa", [name]) == _states(d, "in2p3", [name]) == {name: "BAD"}
     assert (tmp_path / "in2p3" / name).read_bytes() == damaged, "left in place"
+    assert (tmp_path / "ncsa" / name).read_bytes() == damaged_ncsa, "left in place"
     st = status_of(d)
     assert st.no_copy == 1 and (name, "no verified copy") in st.examples
+    ((listed, why),) = st.unrecoverable
+    assert listed == name and why.startswith("ncsa BAD (") and "; in2p3 BAD (" in why, why
 
 
 def test_dark_file_that_is_the_last_copy_is_never_deleted(finished: CampaignDriver, tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ from .movers.registry import get_mover
 from .replication.base import ReplicationBackend
 from .storage import replica_url
 
+NO_SOURCE = "no verified copy left to copy from"  # how a copy that lost its last good source fails
+
 
 @dataclass
 class EngineReport:
@@ -181,6 +183,7 @@ class TransferEngine:
     # -- internals ---------------------------------------------------------------------------------
     def _take(self, session: Session, report: EngineReport) -> dict[tuple[str, str], list[TransferWork]]:
         names = self._site_names(session)
+        self._reroute(session, names, report)
         in_flight: dict[tuple[int, int], int] = defaultdict(int, transfers.in_flight_per_link(session))
         batches: dict[tuple[str, str], list[TransferWork]] = defaultdict(list)
         for r in transfers.due(session, self.clock()):
@@ -194,6 +197,29 @@ class TransferEngine:
             set_transfer_states(session, ((t, TransferState.ACTIVE, None) for t in taken))
             report.submitted += len(taken)
         return batches
+
+    def _reroute(self, session: Session, names: dict[int, str], report: EngineReport) -> None:
+        """A replica declared BAD or LOST is never a source: queued copies from one switch to another
+        verified replica, or fail at once (no attempt) when none is left anywhere."""
+        moves: list[tuple[int, str | None, float | None, int]] = []
+        stranded: list[tuple[int, TransferState, str | None]] = []
+        gave_up: list[tuple[int, int, ReplicaState, str]] = []
+        for tid, fid, source, dest, state, declared in transfers.from_unhealthy_sources(session):
+            other = healthy_source(session, fid, (source, dest))
+            if other is not None:
+                moves.append((tid, None, None, other))
+                continue
+            why = f"{NO_SOURCE}: the replica at {names[source]} is {state.name}"
+            stranded.append((tid, TransferState.FAILED, why))
+            # a repair leaves the replica as it was declared (and on disk); a first copy is UNAVAILABLE
+            keep = declared if declared in (ReplicaState.BAD, ReplicaState.LOST) else ReplicaState.UNAVAILABLE
+            gave_up.append((fid, dest, keep, why))
+        if moves:
+            transfers.set_next_attempts(session, moves)
+        if stranded:
+            set_transfer_states(session, stranded)
+            self.backend.gave_up(session, gave_up)
+            report.failed += len(stranded)
 
     def _record(
         self,

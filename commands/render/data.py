@@ -158,6 +158,13 @@ def dr_status(st: Any, as_json: bool) -> None:
         )
         for name, where in st.examples:
             click.echo(f"  {name}: {where}")
+        if st.unrecoverable:
+            click.echo(
+                f"{len(st.unrecoverable):,} unrecoverable (no verified copy anywhere; the damaged replicas "
+                "are kept on disk until an operator acts):"
+            )
+            for name, where in st.unrecoverable:
+                click.echo(f"  {name}: {where}")
 
 
 def audit(report: Any, as_json: bool) -> None:

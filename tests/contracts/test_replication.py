@@ -368,3 +368,39 @@ def test_active_transfers_per_link_are_limited(db: Database, tmp_path: Path) -> 
             == 5
         )
     engine.close()
+
+
+def test_a_source_declared_bad_after_queueing_is_never_read(db: Database, tmp_path: Path) -> None:
+    """Copies queued from a replica that is then declared BAD switch to another verified replica; with
+    none left they fail without an attempt, and the rule says why (the engine's own rule: embedded)."""
+    cat, roots = _catalogue(tmp_path)
+    backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
+    engine = TransferEngine(db, cat, backend)
+    w = World(db, cat, backend, engine, roots, "dr2")
+    rows = w.register(w.did("raw/tract0011"), 2)
+    with db.session() as s:
+        backend.add_rule(s, w.did("raw/tract0011"), "site=slac")
+    assert engine.run(max_seconds=60).done == 2
+    with db.session() as s:
+        rule = backend.add_rule(s, w.did("raw/tract0011"), "site=in2p3")
+        backend.declare_bad(s, [(r.name, "ncsa") for r in rows], "audit: adler32 mismatch", source="audit")
+        backend.declare_bad(s, [(rows[1].name, "slac")], "audit: size mismatch", source="audit")
+    (roots["ncsa"] / rows[0].name).write_bytes(b"garbage")  # a read from ncsa would fail its checksum
+    engine.run(max_seconds=60)
+    engine.close()
+    with db.session() as s:
+        got = s.execute(
+            text(
+                "SELECT f.name, t.state, t.attempts, t.source_site_id, t.error FROM transfers t "
+                "JOIN files f ON f.id = t.file_id JOIN sites d ON d.id = t.dest_site_id "
+                "WHERE d.name = 'in2p3' ORDER BY f.name"
+            )
+        ).all()
+        slac = s.execute(text("SELECT id FROM sites WHERE name = 'slac'")).scalar_one()
+        info = backend.rule(s, rule.id)
+    (n0, st0, at0, src0, _), (n1, st1, at1, _, err1) = got
+    assert (n0, TransferState(st0), at0, src0) == (rows[0].name, TransferState.DONE, 1, slac)
+    assert (roots["in2p3"] / n0).read_bytes() == (roots["slac"] / n0).read_bytes()
+    assert (n1, TransferState(st1), at1) == (rows[1].name, TransferState.FAILED, 0)
+    assert "no verified copy left to copy from" in err1 and not (roots["in2p3"] / n1).exists()
+    assert info.state is RuleState.STUCK and info.stuck_reason is not None

@@ -20,7 +20,7 @@ from bookkeeping.transfers import TransferRow, add_transfers
 from common.errors import EXIT_FAILED, EXIT_IN_PROGRESS, EXIT_OK, InvalidInputError, NotFoundError
 from sites.catalogue import SiteCatalogue
 
-from ..engine import EngineReport, run_until_idle
+from ..engine import NO_SOURCE, EngineReport, run_until_idle
 from ..replication.base import ReplicationBackend
 
 
@@ -69,21 +69,24 @@ def recover(
         names = site_names(session)
         queue: list[TransferRow] = []
         targets: dict[int, str] = {}
+        stale = False
         for d in audits.damaged_at(session, site_id):
-            if d.active_copies:
-                targets[d.file_id] = d.name  # already being re-copied (queued when it was declared)
-                continue
-            if d.state is ReplicaState.COPYING:
+            if d.state is ReplicaState.COPYING and not d.active_copies:
                 continue  # a copy a rule is making; not a recovery
             if d.source is None:
-                why = f"{d.state.name} at {site} ({d.reason or 'no reason recorded'})"
-                report.unrecoverable.append((d.name, f"{why}; no verified copy at any other site"))
+                # a copy queued when it was declared may come from a replica declared bad since:
+                # the engine fails it without an attempt (it never reads a BAD or LOST source)
+                report.unrecoverable.append((d.name, _unrecoverable(site, d.state, d.reason)))
+                stale |= d.active_copies > 0
+                continue
+            if d.active_copies:
+                targets[d.file_id] = d.name  # already being re-copied (queued when it was declared)
                 continue
             targets[d.file_id] = d.name
             mover = catalogue.link(names[d.source], site).mover
             queue.append(TransferRow(d.file_id, d.source, site_id, d.size, None, mover))
         report.to_recover = len(targets)
-        if dry_run or not targets:
+        if dry_run or not (targets or stale):
             report.seconds = time.perf_counter() - started
             return report
         if queue and backend.engine_copies:
@@ -100,10 +103,17 @@ def recover(
                 report.bytes += size
             elif state is ReplicaState.COPYING:
                 report.pending += 1
+            elif error and error.startswith(NO_SOURCE):  # its last good source was declared bad meanwhile
+                report.unrecoverable.append((targets[fid], _unrecoverable(site, state, error)))
             else:
                 report.failed.append((targets[fid], error or state.name))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _unrecoverable(site: str, state: ReplicaState, reason: str | None) -> str:
+    shown = "BAD" if state is ReplicaState.COPYING else state.name  # a repair queued when declared
+    return f"{shown} at {site} ({reason or 'no reason recorded'}); no verified copy at any other site"
 
 
 @dataclass

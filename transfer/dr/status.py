@@ -34,10 +34,12 @@ class DrStatus:
     no_copy: int  # files with none
     single_copy_at: dict[str, int]  # site → files whose only verified replica is there
     examples: list[tuple[str, str]]  # (file, "only at SITE" | "no verified copy")
+    # every file with no verified copy and a replica declared BAD/LOST: (file, "SITE STATE (reason); …")
+    unrecoverable: list[tuple[str, str]]
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.single_copy or self.no_copy else EXIT_OK
+        return EXIT_FAILED if self.single_copy or self.no_copy or self.unrecoverable else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exit_code": self.exit_code}
@@ -78,4 +80,8 @@ def status(session: Session, *, scope: str | None = None) -> DrStatus:
         no_copy,
         dict(sorted(single.items())),
         examples,
+        [
+            (fname, "; ".join(f"{names[s]} {st.name} ({why or 'no reason recorded'})" for s, st, why in reps))
+            for fname, reps in audits.unrecoverable(session, scope)
+        ],
     )
