@@ -186,10 +186,24 @@ def from_unhealthy_sources(session: Session) -> list[Stranded]:
     ]
 
 
-def interrupted(session: Session) -> list[int]:
-    """ACTIVE transfers of synchronous movers (no external id): a process stopped in the middle."""
-    stmt = text("SELECT id FROM transfers WHERE state = :a AND external_id IS NULL AND mover <> :c")
-    return [int(t) for (t,) in session.execute(stmt, {"a": int(TransferState.ACTIVE), "c": CONVEYOR})]
+def attempts_in_flight(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Transfer id → the number of its attempt in flight, for those of ``ids`` SUBMITTED or ACTIVE."""
+    stmt = text("SELECT id, attempts FROM transfers WHERE id IN :ids AND state IN :f").bindparams(
+        bindparam("ids", expanding=True), bindparam("f", expanding=True)
+    )
+    out: dict[int, int] = {}
+    wanted = sorted(set(ids))
+    for i in range(0, len(wanted), 500):
+        params = {"ids": wanted[i : i + 500], "f": [int(s) for s in _IN_FLIGHT]}
+        out.update((int(t), int(n)) for t, n in session.execute(stmt, params))
+    return out
+
+
+def interrupted(session: Session) -> list[TransferWork]:
+    """ACTIVE transfers of synchronous movers (no external id): a process stopped in the middle;
+    ``attempts`` is the interrupted attempt's number."""
+    stmt = text(_WORK.format(minus="") + "WHERE t.state = :a AND t.external_id IS NULL AND t.mover <> :c")
+    return [TransferWork(*r) for r in session.execute(stmt, {"a": int(TransferState.ACTIVE), "c": CONVEYOR})]
 
 
 def in_flight_per_link(session: Session) -> dict[tuple[int, int], int]:

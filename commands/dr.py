@@ -92,7 +92,8 @@ def dr_audit(
     as_json: bool,
 ) -> None:
     """Compare a site's storage with the catalogue: LOST (catalogued, absent), CORRUPT (size or adler32
-    differs), DARK (present, not catalogued there).
+    differs), DARK (present, not catalogued there), TEMP (a temporary copy, `.NAME.part-OWNER`, left by
+    a killed job or transfer: removed when its owner is dead, kept while it may be alive).
 
     Findings are recorded (time and reason) and LOST/CORRUPT replicas declared to the replication
     back-end, which queues fresh copies for the rules that need them; `drp dr recover` finishes the

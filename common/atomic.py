@@ -1,7 +1,8 @@
 """Atomic writes with no heavy imports: a temporary name in the same directory, fsync, then rename.
 
 A reader (or a resumed campaign) therefore sees either the complete previous file, the complete new
-file, or nothing; never a half-written one. Temporary names start with '.' and contain '.part-'.
+file, or nothing; never a half-written one. Temporary names start with '.' and end with '.part-' and
+their owner (:mod:`common.temporaries`), so a killed writer's leftovers can be found and removed.
 Kept free of numpy/astropy so the job wrapper and the executor can use it cheaply.
 """
 
@@ -13,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.temporaries import temp_path
+
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -29,7 +32,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     """``durable=False`` skips the fsync: after a power cut the file may be empty, which only suits
     files whose readers treat an unreadable file as absent (job reports: the job simply re-runs)."""
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -349,6 +349,9 @@ class CampaignDriver:
         if failed:
             return CampaignState.FAILED, "processing failed at " + "; ".join(failed)
         if all(st == RunState.SUCCEEDED.value for st in states.values()):
+            for site in self._processing_sites():  # what killed jobs left behind goes before collection
+                root = processing.site_root(site)
+                processing.sweep_temporaries(self.db, self.name, site.name, root / self.release)
             return CampaignState.COLLECTING, f"processing done: {summary}"
         return CampaignState.PROCESSING, summary
 

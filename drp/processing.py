@@ -27,6 +27,7 @@ from bookkeeping.sites import site_id, upsert_sites
 from bookkeeping.states import JobState
 from common.atomic import write_json_atomic
 from common.errors import ConfigError
+from common.temporaries import sweep
 from drp.split import plan_split, replication_rules
 from instrumentation.profiler import JobReport, read_report
 from science.layout import Layout
@@ -214,11 +215,28 @@ def run(
     backend = backend_for(site)
     with db.session() as session:
         spec = prepare(session, campaign, site, root, workdir, backend)
+    sweep_temporaries(db, campaign, site.name, spec.root / spec.release)
     report = backend.restart(spec, wait=wait) if restart else backend.submit(spec, wait=wait)
     with db.session() as session:
         ingested = ingest(session, campaign, site.name, spec)
         record_memory(session, campaign, site.name, backend.memory_requests(spec))
     return report, ingested
+
+
+def sweep_temporaries(db: Database, campaign: str, site: str, tree: Path) -> int:
+    """Remove the temporaries that dead writers (a job or driver killed -9) left in a site's release
+    tree, before jobs run again and once processing is over; recorded as an event. Returns how many."""
+    removed = [t for t in sweep(tree) if t.removed]
+    if removed:
+        with db.session() as session:
+            log_event(
+                session,
+                "storage.temporaries_removed",
+                subject=f"{campaign}/{site}",
+                message=f"{len(removed)} temporary file(s) of dead writers removed, e.g. {removed[0].name}",
+                payload={"files": len(removed), "bytes": sum(t.size for t in removed)},
+            )
+    return len(removed)
 
 
 def record_memory(session: Session, campaign: str, site: str, memory: dict[str, int]) -> int:

@@ -203,6 +203,14 @@ def test_kill_9_of_run_then_run_again(tmp_path: Path, pristine: Path, kill_in: s
     mine, ref = _snapshot(driver.db), _snapshot(reference.db)
     assert mine["state"] == ref["state"] == 9  # DONE
     assert mine == ref
+    for site in ("ncsa", "in2p3"):  # storage holds what an uninterrupted run's does: no leftovers
+        assert _stored(kill_dir / site) == _stored(ref_dir / site), site
+        assert not [p for p in (kill_dir / site).rglob(".*") if p.is_file()], site
+
+
+def _stored(root: Path) -> set[str]:
+    """Every file under a site root but the job logs and reports (a killed run has more attempts)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and "jobs" not in p.parts}
 
 
 def _run_until(driver: CampaignDriver, state: str) -> None:

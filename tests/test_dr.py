@@ -170,6 +170,46 @@ def test_only_copy_corrupt_is_unrecoverable_and_left_in_place(
     assert listed == name and why.startswith("ncsa BAD (") and "; in2p3 BAD (" in why, why
 
 
+def test_audit_removes_the_temporaries_of_dead_owners_and_keeps_live_ones(
+    finished: CampaignDriver, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from common.temporaries import hostname, temp_path
+
+    d, backend = finished, finished.replication
+    name = next(n for n, _ in _catalogued(d))
+    target = tmp_path / "in2p3" / name
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with d.db.session() as s:
+        done_transfer = s.execute(text("SELECT max(id) FROM transfers WHERE state = 4")).scalar_one()
+    temps = {
+        "dead job": temp_path(target, f"p{gone.pid}@{hostname()}"),
+        "live": temp_path(target),
+        "finished transfer": temp_path(target, f"t{done_transfer}.1"),
+    }
+    for p in temps.values():
+        p.write_bytes(b"partial copy")
+    preview = audit(d.db, d.catalogue, backend, "in2p3", dry_run=True)
+    assert preview.exit_code == 0 and preview.to_dict()["counts"]["TEMP"] == 3
+    acts = {f.name.rpartition("/")[2]: f.action for f in preview.of(FindingKind.TEMP)}
+    assert acts == {
+        temps["dead job"].name: "would delete",
+        temps["live"].name: "kept: owner alive",
+        temps["finished transfer"].name: "would delete",
+    }
+    assert all(p.exists() for p in temps.values())
+    real = audit(d.db, d.catalogue, backend, "in2p3")
+    assert sorted(f.action or "" for f in real.of(FindingKind.TEMP)) == [
+        "deleted",
+        "deleted",
+        "kept: owner alive",
+    ]
+    assert [p.exists() for p in temps.values()] == [False, True, False]
+    assert f"process {gone.pid} on {hostname()} is gone" in " ".join(f.reason for f in real.findings)
+
+
 def test_dark_file_that_is_the_last_copy_is_never_deleted(finished: CampaignDriver, tmp_path: Path) -> None:
     d, backend = finished, finished.replication
     name = next(n for n, z in _catalogued(d) if z > 100)
@@ -258,7 +298,7 @@ def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> N
     name = next(n for n, z in _catalogued(finished) if z > 100)
     (tmp_path / "in2p3" / name).unlink()
     code, rep = drp("audit", "--site", "in2p3", "--dry-run")
-    assert code == 1 and rep["counts"] == {"LOST": 1, "CORRUPT": 0, "DARK": 0} and rep["audit_id"] is None
+    assert code == 1 and rep["counts"] == {"LOST": 1, "CORRUPT": 0, "DARK": 0, "TEMP": 0} and rep["audit_id"] is None
     code, rep = drp("audit", "--site", "in2p3", "--verify-checksums")
     assert (
         code == 1 and rep["findings"][0]["name"] == name and rep["findings"][0]["action"] == "declared LOST"

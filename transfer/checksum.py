@@ -6,6 +6,8 @@ import os
 import zlib
 from pathlib import Path
 
+from common.temporaries import temp_path
+
 CHUNK = 4 * 1024 * 1024
 
 
@@ -29,7 +31,7 @@ def adler32_file(path: str | os.PathLike[str], chunk: int = CHUNK) -> tuple[str,
 def write_atomic(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` via a temporary name, fsync, rename; returns its adler32."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = temp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

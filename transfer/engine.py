@@ -36,7 +36,7 @@ from sites.catalogue import SiteCatalogue
 from .movers.base import FailureKind, Mover, Outcome, TransferRequest, TransferResult
 from .movers.registry import get_mover
 from .replication.base import ReplicationBackend
-from .storage import replica_url
+from .storage import replica_url, temp_url
 
 NO_SOURCE = "no verified copy left to copy from"  # how a copy that lost its last good source fails
 
@@ -102,16 +102,24 @@ class TransferEngine:
 
     # -- rounds ------------------------------------------------------------------------------------
     def reconcile(self) -> int:
-        """Re-queue ACTIVE transfers of synchronous movers left by a process that stopped mid-copy
-        (their temporary files never became replicas); returns how many."""
+        """Re-queue ACTIVE transfers of synchronous movers left by a process that stopped mid-copy,
+        removing the temporary copies they leave (they never became replicas); returns how many."""
         with self.db.session() as session:
-            ids = transfers.interrupted(session)
-            if ids:
+            names = self._site_names(session)
+            rows = transfers.interrupted(session)
+        for r in rows:
+            dest = replica_url(self.catalogue.get(names[r.dest]).storage, r.name)
+            try:
+                self._mover(names[r.source], names[r.dest]).delete(temp_url(dest, r.id, r.attempts))
+            except OSError:  # storage down: the next reconcile or `drp dr audit` removes it
+                pass
+        if rows:
+            with self.db.session() as session:
                 set_transfer_states(
                     session,
-                    ((t, TransferState.QUEUED, "interrupted: the transfer engine stopped") for t in ids),
+                    ((r.id, TransferState.QUEUED, "interrupted: the transfer engine stopped") for r in rows),
                 )
-        return len(ids)
+        return len(rows)
 
     def run_once(self) -> EngineReport:
         report = EngineReport()
@@ -127,6 +135,7 @@ class TransferEngine:
                     replica_url(self.catalogue.get(dest).storage, r.name),
                     r.size,
                     r.adler32,
+                    r.attempts + 1,
                 )
                 for r in rows
             ]

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlparse
 
 from bookkeeping.files import check_name
 from common.errors import InvalidInputError
+from common.temporaries import MARK, transfer_owner
 
 
 def replica_url(storage: str, name: str) -> str:
@@ -22,3 +23,9 @@ def file_path(url: str) -> Path:
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         raise InvalidInputError(f"not a local file URL: {url!r}")
     return Path(unquote(parsed.path))
+
+
+def temp_url(url: str, transfer_id: int, attempt: int) -> str:
+    """The URL of the temporary copy that attempt ``attempt`` of a transfer writes before ``url``."""
+    head, _, base = url.rpartition("/")
+    return f"{head}/.{base}{MARK}{transfer_owner(transfer_id, attempt)}"

@@ -182,7 +182,7 @@ def audit(report: Any, as_json: bool) -> None:
                 else ""
             )
             + f" in {report.seconds:.1f} s: {counts['LOST']} lost, {counts['CORRUPT']} corrupt, "
-            f"{counts['DARK']} dark"
+            f"{counts['DARK']} dark, {counts['TEMP']} temporar{'y' if counts['TEMP'] == 1 else 'ies'}"
         )
         if report.findings:
             table(

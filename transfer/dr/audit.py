@@ -23,7 +23,9 @@ from bookkeeping.database import Database
 from bookkeeping.files import check_name
 from bookkeeping.sites import site_id as lookup_site
 from bookkeeping.states import ReplicaState
+from bookkeeping.transfers import attempts_in_flight
 from common.errors import EXIT_FAILED, EXIT_OK, InvalidInputError
+from common.temporaries import owner_dead, parse
 from instrumentation.progress import ProgressFactory, no_progress
 from sites.catalogue import SiteCatalogue
 
@@ -37,6 +39,7 @@ class FindingKind(StrEnum):
     LOST = "LOST"
     CORRUPT = "CORRUPT"
     DARK = "DARK"
+    TEMP = "TEMP"  # a temporary copy (``.NAME.part-OWNER``): removed when its owner is dead
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class AuditReport:
 
     @property
     def exit_code(self) -> int:
-        bad = any(f.kind is not FindingKind.DARK for f in self.findings)
+        bad = any(f.kind not in (FindingKind.DARK, FindingKind.TEMP) for f in self.findings)
         return EXIT_FAILED if bad else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +155,8 @@ def audit(
             _check_listing(db, scan, report)
         report.findings.sort(key=lambda f: (f.kind.value, f.name))
         report.findings = _act(db, backend, scan, report, delete_dark)
+        if sample is None:
+            report.findings += _temporaries(db, scan, report)
     finally:
         scan.mover.close()
     report.seconds = time.perf_counter() - started
@@ -292,6 +297,51 @@ def _act(
         else:
             scan.mover.delete(replica_url(scan.storage, f.name))
             out.append(_with(f, "deleted"))
+    return out
+
+
+def _temporaries(db: Database, scan: _Scan, report: AuditReport) -> list[Finding]:
+    """Temporary copies under the audited tree, judged by owner: a dead one's is removed (or would be,
+    in a dry run); a live or unknowable owner's is kept and said so."""
+    base = replica_url(scan.storage, report.prefix) if report.prefix else scan.storage
+    found = []
+    for rel, size, mtime in scan.mover.temporaries(base):
+        tmp = parse(rel)
+        if tmp is not None:
+            found.append((tmp, size, mtime))
+    ids = [t.transfer_id for t, _, _ in found if t.transfer_id is not None]
+    with db.session() as session:
+        flying = attempts_in_flight(session, ids) if ids else {}
+    out: list[Finding] = []
+    for tmp, size, mtime in sorted(found, key=lambda x: x[0].name):
+        name = f"{report.prefix}/{tmp.name}" if report.prefix else tmp.name
+        if tmp.transfer_id is not None:
+            live = flying.get(tmp.transfer_id) == tmp.attempt
+            why = (
+                f"transfer {tmp.transfer_id} attempt {tmp.attempt} is in flight"
+                if live
+                else f"transfer {tmp.transfer_id} attempt {tmp.attempt} is over"
+            )
+        else:
+            dead = owner_dead(tmp, mtime)
+            live, why = dead is None, dead or f"owner {tmp.owner} may be alive"
+        if live:
+            action = "kept: owner alive"
+        elif report.dry_run:
+            action = "would delete"
+        else:
+            scan.mover.delete(replica_url(scan.storage, name))
+            action = "deleted"
+        out.append(
+            Finding(
+                FindingKind.TEMP,
+                name,
+                f"temporary of {tmp.target.rpartition('/')[2]}: {why}",
+                None,
+                size,
+                action,
+            )
+        )
     return out
 
 

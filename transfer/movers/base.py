@@ -39,13 +39,15 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class TransferRequest:
-    """One copy: bookkeeping's transfer id, URLs, and the catalogue's size and adler32."""
+    """One copy: bookkeeping's transfer id, URLs, the catalogue's size and adler32, and which attempt of
+    the transfer this is (a temporary copy is named after both: ``common.temporaries``)."""
 
     transfer_id: int
     source: str
     dest: str
     size: int
     adler32: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ class Mover(ABC):
     def walk(self, url: str) -> Iterator[tuple[str, int]]:
         """Every file under a directory URL as (path relative to it, size), hidden names (temporary
         copies) skipped; what ``drp dr audit`` compares with the catalogue. Optional: FTS3 cannot."""
+        raise NotImplementedError(f"the {self.name} mover cannot list storage")
+
+    def temporaries(self, url: str) -> Iterator[tuple[str, int, float]]:
+        """Every temporary copy (hidden ``.NAME.part-OWNER``) under a directory URL as (relative path,
+        size, mtime): what ``drp dr audit`` judges by owner. Optional, like :meth:`walk`."""
         raise NotImplementedError(f"the {self.name} mover cannot list storage")
 
     def close(self) -> None:  # noqa: B027 - optional hook

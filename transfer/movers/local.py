@@ -14,7 +14,6 @@ import errno
 import os
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +22,9 @@ from pathlib import Path
 from pydantic import Field
 
 from common.probes import Probe, posix_root
+from common.temporaries import walk_temporaries
 from transfer.checksum import adler32_file, adler32_hex
-from transfer.storage import file_path
+from transfer.storage import file_path, temp_url
 
 from .base import (
     FailureKind,
@@ -64,11 +64,11 @@ def copy_verified(req: TransferRequest, chunk: int, fsync: bool = True) -> Trans
         return _fail(req, FailureKind.SOURCE_MISSING, f"source missing: {src}", started)
     except OSError as err:
         return _fail(req, FailureKind.SOURCE_MISSING, f"source unreadable: {src}: {err.strerror}", started)
-    tmp = dst.with_name(f".{dst.name}.part-{uuid.uuid4().hex[:12]}")
+    tmp = file_path(temp_url(req.dest, req.transfer_id, req.attempt))
     try:
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as err:
             return _fail(req, FailureKind.DESTINATION, f"cannot write {dst.parent}: {err.strerror}", started)
         value, total = 1, 0
@@ -187,6 +187,9 @@ class LocalMover(Mover):
                     stack.append(name)
                 elif e.is_file(follow_symlinks=False):
                     yield name, e.stat(follow_symlinks=False).st_size
+
+    def temporaries(self, url: str) -> Iterator[tuple[str, int, float]]:
+        return walk_temporaries(file_path(url))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from pydantic import Field
 
 from common.probes import TIMEOUT_S, Health, Probe, tcp
+from common.temporaries import MARK
 
 from .base import (
     FailureKind,
@@ -200,7 +201,8 @@ class XRootDMover(Mover):
             adler = value.strip().lower().rjust(8, "0")
         return FileStat(int(info.size), adler)
 
-    def walk(self, url: str) -> Iterator[tuple[str, int]]:
+    def _files(self, url: str) -> Iterator[tuple[str, Any]]:
+        """(relative path, stat info) of every file under a directory URL, hidden ones included."""
         from XRootD.client.flags import DirListFlags, StatInfoFlags
 
         fs, base = self._fs(url)
@@ -213,13 +215,22 @@ class XRootDMover(Mover):
                     continue
                 raise OSError(f"dirlist {url}/{rel}: {status.message}")
             for entry in listing:
-                if entry.name.startswith("."):
-                    continue
                 name = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.statinfo.flags & StatInfoFlags.IS_DIR:
+                if not entry.statinfo.flags & StatInfoFlags.IS_DIR:
+                    yield name, entry.statinfo
+                elif not entry.name.startswith("."):
                     stack.append(name)
-                else:
-                    yield name, int(entry.statinfo.size)
+
+    def walk(self, url: str) -> Iterator[tuple[str, int]]:
+        for name, info in self._files(url):
+            if not name.rpartition("/")[2].startswith("."):
+                yield name, int(info.size)
+
+    def temporaries(self, url: str) -> Iterator[tuple[str, int, float]]:
+        for name, info in self._files(url):
+            base = name.rpartition("/")[2]
+            if base.startswith(".") and MARK in base:
+                yield name, int(info.size), float(info.modtime)
 
     def delete(self, url: str) -> None:
         fs, path = self._fs(url)
