@@ -298,7 +298,11 @@ def test_cli_audit_recover_status(finished: CampaignDriver, tmp_path: Path) -> N
     name = next(n for n, z in _catalogued(finished) if z > 100)
     (tmp_path / "in2p3" / name).unlink()
     code, rep = drp("audit", "--site", "in2p3", "--dry-run")
-    assert code == 1 and rep["counts"] == {"LOST": 1, "CORRUPT": 0, "DARK": 0, "TEMP": 0} and rep["audit_id"] is None
+    assert (
+        code == 1
+        and rep["counts"] == {"LOST": 1, "CORRUPT": 0, "DARK": 0, "TEMP": 0}
+        and rep["audit_id"] is None
+    )
     code, rep = drp("audit", "--site", "in2p3", "--verify-checksums")
     assert (
         code == 1 and rep["findings"][0]["name"] == name and rep["findings"][0]["action"] == "declared LOST"
