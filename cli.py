@@ -14,6 +14,7 @@ from commands import campaign, data, db, demo, dr, jobs, metrics, plan, release,
 from commands.context import DrpGroup
 from common import __version__
 from common.errors import SchemaOutOfDateError
+from common.permissions import modes_for
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failed, 2 usage or configuration error,
@@ -48,15 +49,22 @@ def _setup_logging(level: str) -> None:
     show_default=True,
     help="Log verbosity (logs go to stderr).",
 )
+@click.option(
+    "--group-readable",
+    is_flag=True,
+    envvar="DRP_GROUP_READABLE",
+    help="Create the database file, reports, metrics textfile and lock files 0640/0750 instead of "
+    "0600/0700, for a monitoring account in the group (env DRP_GROUP_READABLE=1).",
+)
 @click.pass_context
-def cli(ctx: click.Context, db_url: str | None, log_level: str) -> None:
+def cli(ctx: click.Context, db_url: str | None, log_level: str, group_readable: bool) -> None:
     """satdrp: run a survey's data release across a lead centre and satellite centres.
 
     Split the release between sites, move data with verified transfers, process it, keep books of
     every file, replica, job and attempt, and cross-validate the overlap between sites.
     """
     _setup_logging(log_level)
-    ctx.obj = {"db_url": db_url}
+    ctx.obj = {"db_url": db_url, "modes": modes_for(group_readable)}
 
 
 for group in (

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import ConfigError, DatabaseError, SchemaOutOfDateError
+from common.permissions import PRIVATE, Modes, create_file
 from common.plugins import POSTGRES, MissingClientError
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ class Database:
     application crashes) and a busy timeout so that a cron tick and an operator command can share it.
     """
 
-    def __init__(self, url: str, *, sqlite_cache_mib: int = 64, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, sqlite_cache_mib: int = 64, echo: bool = False, modes: Modes = PRIVATE
+    ) -> None:
         self.url = url
         try:
             parsed = make_url(url)
@@ -82,6 +85,8 @@ class Database:
                 parent = Path(parsed.database).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise ConfigError("database URL", None, f"directory {parent} does not exist")
+                # a new database file is private (SQLite gives its -wal and -shm files the same mode)
+                create_file(Path(parsed.database).expanduser(), modes)
             kwargs["connect_args"] = {"timeout": 30}
         elif self.dialect == "postgresql":
             if not POSTGRES.installed():
@@ -109,8 +114,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
-    def from_env(cls, url: str | None = None) -> Database:
-        return cls(url or os.environ.get("DRP_DB_URL") or DEFAULT_DB_URL)
+    def from_env(cls, url: str | None = None, *, modes: Modes = PRIVATE) -> Database:
+        return cls(url or os.environ.get("DRP_DB_URL") or DEFAULT_DB_URL, modes=modes)
 
     def __repr__(self) -> str:
         return f"Database({redact(self.url)!r})"

@@ -65,7 +65,9 @@ def campaign_tick(
     from instrumentation.exporter import TickMetrics
 
     driver = campaign_driver(ctx, campaign_file)
-    publish = TickMetrics(push_gateway, textfile, metrics_site or driver.catalogue.lead.name)
+    publish = TickMetrics(
+        push_gateway, textfile, metrics_site or driver.catalogue.lead.name, modes=driver.modes
+    )
     try:
         driver.create()
         result = driver.tick()
@@ -120,7 +122,7 @@ def campaign_report(ctx: click.Context, campaign_file: Path, as_json: bool) -> N
     from sites.catalogue import load_catalogue
 
     cfg = load_campaign(campaign_file)
-    report = build_report(checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+    report = build_report(checked_db(ctx), cfg, load_catalogue(cfg.sites_path), modes=ctx.obj["modes"])
     render.report(report, as_json)
 
 

@@ -56,7 +56,7 @@ STEP = click.Choice(["calibrate", "warp", "coadd", "measure", "merge"])
 def database(ctx: click.Context) -> Any:
     from bookkeeping.database import Database
 
-    return Database.from_env(ctx.obj["db_url"])
+    return Database.from_env(ctx.obj["db_url"], modes=ctx.obj["modes"])
 
 
 def checked_db(ctx: click.Context) -> Any:
@@ -82,7 +82,7 @@ def campaign_driver(ctx: click.Context, campaign_file: Path) -> Any:
     from sites.catalogue import load_catalogue
 
     cfg = load_campaign(campaign_file)
-    return CampaignDriver(checked_db(ctx), cfg, load_catalogue(cfg.sites_path))
+    return CampaignDriver(checked_db(ctx), cfg, load_catalogue(cfg.sites_path), modes=ctx.obj["modes"])
 
 
 @contextmanager

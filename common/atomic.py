@@ -29,16 +29,17 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
     """``durable=False`` skips the fsync: after a power cut the file may be empty, which only suits
-    files whose readers treat an unreadable file as absent (job reports: the job simply re-runs)."""
+    files whose readers treat an unreadable file as absent (job reports: the job simply re-runs).
+    ``mode`` is the new file's (less the umask; :mod:`common.permissions` for operators' files)."""
     tmp = temp_path(path)
     try:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             view = memoryview(data)
             while view:

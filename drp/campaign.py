@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from common.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from common.permissions import PRIVATE, Modes
 from drp.campaign_config import CampaignConfig
 from drp.locking import campaign_lock
 from drp.split import META_DATASET, site_expression, tract_dataset
@@ -84,12 +86,18 @@ class TickResult:
 
 
 class CampaignDriver:
-    def __init__(self, db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
+    def __init__(
+        self, db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue, *, modes: Modes = PRIVATE
+    ) -> None:
         require_clients(catalogue)  # a missing production client stops us before any work
         self.db = db
         self.cfg = cfg
         self.catalogue = catalogue
+        self.modes = modes  # of the operators' files: lock, report
         self._replication: ReplicationBackend | None = None
+
+    def lock(self) -> AbstractContextManager[Path]:
+        return campaign_lock(self.cfg.workdir, self.name, modes=self.modes)
 
     @property
     def name(self) -> str:
@@ -119,7 +127,7 @@ class CampaignDriver:
 
     def tick(self) -> TickResult:
         """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs)."""
-        with campaign_lock(self.cfg.workdir, self.name):
+        with self.lock():
             camp = self.campaign()
             if camp.state in TERMINAL:
                 message = camp.message or camp.state.name.lower()
@@ -153,7 +161,7 @@ class CampaignDriver:
         """A FAILED campaign goes back to the phase it failed in (its failed transfers re-queued)."""
         from bookkeeping.transfers import retry_failed
 
-        with campaign_lock(self.cfg.workdir, self.name), self.db.session() as session:
+        with self.lock(), self.db.session() as session:
             camp = campaigns.get(session, self.name)
             if camp.state is not CampaignState.FAILED:
                 raise InvalidInputError(f"campaign {self.name} is {camp.state.name}, not FAILED")

@@ -38,7 +38,6 @@ from bookkeeping.states import CampaignState, JobState, RuleState, TransferState
 from bookkeeping.transfers import active_to, set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
 from drp.campaign import CampaignDriver
-from drp.locking import campaign_lock
 from drp.split import SplitPlan, replication_rules, site_expression
 from transfer.expressions import check, evaluate
 
@@ -155,7 +154,7 @@ def failover(
         raise InvalidInputError("--from and --to must be different sites")
     driver.catalogue.get(source)
     driver.catalogue.get(target)
-    with campaign_lock(driver.cfg.workdir, driver.name):
+    with driver.lock():
         with driver.db.session() as session:
             _check_failover(session, driver.name, source, target)
         if not dry_run:
@@ -236,7 +235,7 @@ def _cancel_jobs(session: Session, campaign: int, site_id: int, tracts: list[int
 def failback(driver: CampaignDriver, site: str, *, dry_run: bool = False) -> FailoverReport:
     """Give ``site`` back the moved tracts its replacement has not finished; restore its rules."""
     driver.catalogue.get(site)
-    with campaign_lock(driver.cfg.workdir, driver.name):
+    with driver.lock():
         with driver.db.session() as session:
             camp = campaigns.get(session, driver.name)
             row = failovers.active(session, camp.id, site_ids(session).get(site, -1))

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from common.errors import EXIT_OK, DrpError, InvalidInputError
+from common.permissions import PRIVATE, Modes, make_dir
 from drp.campaign_config import NAME_PATTERN
 
 
@@ -29,13 +30,13 @@ class CampaignBusy(DrpError):
 
 
 @contextmanager
-def campaign_lock(workdir: Path, campaign: str) -> Iterator[Path]:
+def campaign_lock(workdir: Path, campaign: str, *, modes: Modes = PRIVATE) -> Iterator[Path]:
     """Hold the campaign's lock for the ``with`` block, or raise :class:`CampaignBusy` at once."""
     if not re.fullmatch(NAME_PATTERN, campaign):
         raise InvalidInputError(f"campaign name {campaign!r} is not valid")
     path = workdir / "locks" / f"{campaign}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    make_dir(path.parent, modes)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, modes.file)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from bookkeeping.database import Database
+from common.atomic import write_bytes_atomic
 from common.errors import ConfigError, DrpError
+from common.permissions import PRIVATE, Modes, make_dir
 
 from .metrics import BookkeepingCollector
 
@@ -109,10 +111,11 @@ def push(
         raise PushError(f"cannot push metrics to {gateway}: {err}") from err
 
 
-def write_textfile(registry: CollectorRegistry, path: Path) -> None:
-    """node_exporter textfile format; prometheus_client writes a temporary file and renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
+def write_textfile(registry: CollectorRegistry, path: Path, modes: Modes = PRIVATE) -> None:
+    """node_exporter textfile format, written atomically with the operators' file mode (node_exporter
+    reading it as another account needs ``--group-readable``)."""
+    make_dir(path.parent, modes)
+    write_bytes_atomic(path, generate_latest(registry), mode=modes.file)
 
 
 class TickMetrics:
@@ -120,8 +123,11 @@ class TickMetrics:
     (it times it), called after it; pushes to a Pushgateway and/or writes a textfile. Returns the
     warnings to print: a failed push never changes the tick's outcome."""
 
-    def __init__(self, push_gateway: str | None, textfile: Path | None, site: str) -> None:
+    def __init__(
+        self, push_gateway: str | None, textfile: Path | None, site: str, *, modes: Modes = PRIVATE
+    ) -> None:
         self.push_gateway, self.textfile, self.site = push_gateway, textfile, site
+        self.modes = modes
         self.started = time.monotonic()
 
     def __call__(self, db: Database, campaign: str, result: Any) -> list[str]:
@@ -129,7 +135,7 @@ class TickMetrics:
             return []
         registry = tick_registry(db, campaign, result, time.monotonic() - self.started)
         if self.textfile:
-            write_textfile(registry, self.textfile)
+            write_textfile(registry, self.textfile, self.modes)
         if self.push_gateway:
             try:
                 push(registry, self.push_gateway, campaign, self.site)

@@ -320,3 +320,44 @@ def test_a_truncated_raw_fails_registration_by_name_and_nothing_is_registered(
     assert driver.tick().after == "REGISTERED"
     with driver.db.session() as s:
         assert s.execute(text("SELECT count(*) FROM files")).scalar_one() > len(raws) // 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "file_mode", "dir_mode"), [([], 0o600, 0o700), (["--group-readable"], 0o640, 0o750)]
+)
+def test_operators_files_are_private_unless_group_readable(
+    tmp_path: Path, pristine: Path, flag: list[str], file_mode: int, dir_mode: int
+) -> None:
+    """The database, lock files, metrics textfile and report: 0600/0700 by default whatever the umask
+    allows (022 here), 0640/0750 with --group-readable."""
+    import os
+    import stat
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    driver = _setup(tmp_path, pristine)
+    db_file = tmp_path / "ops.sqlite"
+    env = {"DRP_DB_URL": f"sqlite:///{db_file}"}
+    old = os.umask(0o022)
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli, [*flag, "db", "upgrade"], env=env).exit_code == 0
+        toml = str(tmp_path / "campaign.toml")
+        textfile = tmp_path / "metrics" / "drp.prom"
+        out = runner.invoke(cli, [*flag, "campaign", "tick", toml, "--textfile", str(textfile)], env=env)
+        assert out.exit_code == 3, out.output
+        assert runner.invoke(cli, [*flag, "campaign", "report", toml], env=env).exit_code == 0
+    finally:
+        os.umask(old)
+    work = driver.cfg.workdir
+    report = work / "reports" / "c1"
+    files = [db_file, work / "locks" / "c1.lock", textfile, report / "index.html", report / "report.json"]
+    dirs = [work / "locks", textfile.parent, report]
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        str(p): oct(file_mode) for p in files
+    }
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in dirs} == {
+        str(p): oct(dir_mode) for p in dirs
+    }

@@ -17,6 +17,7 @@ from typing import Any
 
 from bookkeeping.database import Database
 from common.atomic import write_bytes_atomic
+from common.permissions import PRIVATE, Modes, make_dir
 from drp.campaign_config import CampaignConfig
 from sites.catalogue import SiteCatalogue
 
@@ -34,9 +35,10 @@ class Report:
     data: dict[str, Any]
 
 
-def build_report(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> Report:
-    out = cfg.workdir / "reports" / cfg.name
-    out.mkdir(parents=True, exist_ok=True)
+def build_report(
+    db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue, *, modes: Modes = PRIVATE
+) -> Report:
+    out = make_dir(cfg.workdir / "reports" / cfg.name, modes)
     data = gather(db, cfg, catalogue)
     images: dict[str, str] = {}
     for name, (draw, _) in FIGURES.items():
@@ -44,11 +46,13 @@ def build_report(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) ->
         if fig is not None:
             buf = io.BytesIO()
             fig.savefig(buf, format="png")
-            write_bytes_atomic(out / f"{name}.png", buf.getvalue())
+            write_bytes_atomic(out / f"{name}.png", buf.getvalue(), mode=modes.file)
             images[name] = f"{name}.png"
     numbers = data.to_dict(images)
     write_bytes_atomic(
-        out / "report.json", json.dumps(numbers, indent=1, sort_keys=True, default=str).encode()
+        out / "report.json",
+        json.dumps(numbers, indent=1, sort_keys=True, default=str).encode(),
+        mode=modes.file,
     )
-    write_bytes_atomic(out / "index.html", render(data, images).encode())
+    write_bytes_atomic(out / "index.html", render(data, images).encode(), mode=modes.file)
     return Report(out, out / "index.html", numbers)

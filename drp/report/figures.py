@@ -157,7 +157,8 @@ def overlap(data: ReportData) -> Any:
     for ax, band in zip(axes, bands, strict=True):
         ax.set_title(f"{band}: (f₁ − f₂)/σ")
         ax.set_xlabel("pull")
-    axes[0].legend(fontsize="x-small")
+    if axes[0].get_legend_handles_labels()[0]:  # no pulls in the first band: nothing to label
+        axes[0].legend(fontsize="x-small")
     return fig
 
 
