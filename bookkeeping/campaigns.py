@@ -262,6 +262,62 @@ def reset_restarts(session: Session, campaign: int) -> None:
     session.execute(delete(Event).where(Event.campaign_id == campaign, Event.kind == "campaign.restart"))
 
 
+# --- waits on services (a tick that finds a service unreachable backs off) -------------------------
+@dataclass(frozen=True)
+class Wait:
+    """The campaign's current wait: how many ticks in a row found a service away, when to try again."""
+
+    count: int
+    retry_at: float
+    message: str
+
+
+def current_wait(session: Session, campaign: int, state: CampaignState) -> Wait | None:
+    """The wait in progress in ``state``: the campaign's latest event is a wait in this state (a tick
+    that found the services back wrote ``campaign.resumed``; a move wrote ``campaign.<state>``)."""
+    row = session.execute(
+        select(Event.kind, Event.message, Event.payload)
+        .where(
+            Event.campaign_id == campaign,
+            Event.kind.like("campaign.%"),
+            Event.kind != "campaign.restart",
+        )
+        .order_by(Event.ts.desc(), Event.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or row.kind != "campaign.waiting":
+        return None
+    p = json.loads(row.payload or "{}")
+    if p.get("state") != state.name:
+        return None
+    return Wait(int(p.get("count", 1)), float(p.get("retry_at", 0.0)), row.message)
+
+
+def note_wait(
+    session: Session, campaign: int, name: str, state: CampaignState, message: str, wait: Wait
+) -> None:
+    """One event per wait: what was away, the how-manieth wait in a row, and when the next try is."""
+    log_event(
+        session,
+        "campaign.waiting",
+        subject=name,
+        campaign_id=campaign,
+        message=message,
+        payload={"state": state.name, "count": wait.count, "retry_at": wait.retry_at},
+    )
+
+
+def note_resumed(session: Session, campaign: int, name: str, state: CampaignState, after: Wait) -> None:
+    log_event(
+        session,
+        "campaign.resumed",
+        subject=name,
+        campaign_id=campaign,
+        message=f"{state.name.lower()}: the services answer again after {after.count} wait(s)",
+        payload={"state": state.name, "waits": after.count},
+    )
+
+
 # --- validations ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ValidationRow:

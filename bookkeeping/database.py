@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.errors import ConfigError, DatabaseError, SchemaOutOfDateError
+from common.errors import ConfigError, DatabaseError, DatabaseUnavailableError, SchemaOutOfDateError
 from common.permissions import PRIVATE, Modes, create_file
 from common.plugins import POSTGRES, MissingClientError
 
@@ -30,6 +30,22 @@ DEFAULT_DB_URL = "sqlite:///drp.sqlite"
 # tests/test_migrations.py fails when a migration is added without moving it.
 SCHEMA_HEAD = "0006"
 VERSION_TABLE = "alembic_version"
+# What the drivers say when the server is not there (psycopg, sqlite3), as opposed to refusing a query.
+_UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "connection failed",
+    "server closed the connection",
+    "terminating connection",
+    "connection timed out",
+    "timeout expired",
+    "could not translate host name",
+    "no route to host",
+    "connection reset",
+    "consuming input failed",
+    "the connection is closed",
+    "unable to open database file",
+)
 
 
 def redact(url: str) -> str:
@@ -126,8 +142,21 @@ class Database:
         try:
             with self._sessions() as session, session.begin():
                 yield session
-        except OperationalError as err:
-            raise DatabaseError(f"bookkeeping database {redact(self.url)}: {err.orig}") from err
+        except (OperationalError, InterfaceError) as err:
+            raise self.error(err, "the transaction was rolled back") from err
+
+    def error(self, err: SQLAlchemyError, context: str) -> DatabaseError:
+        """One line naming the database (password hidden) and the driver's reason; a server that is
+        not there is :class:`DatabaseUnavailableError` (exit 2), whatever the call was."""
+        orig = getattr(err, "orig", None) or err
+        text_ = str(orig).strip()
+        reason = text_.splitlines()[0].strip() if text_ else type(orig).__name__
+        if getattr(err, "connection_invalidated", False) or any(w in text_.lower() for w in _UNREACHABLE):
+            return DatabaseUnavailableError(
+                f"bookkeeping database {redact(self.url)} cannot be reached: {reason} ({context}; "
+                "nothing was half-written: run again once it answers)"
+            )
+        return DatabaseError(f"bookkeeping database {redact(self.url)}: {reason} ({context})")
 
     # --- schema -----------------------------------------------------------------------------------
     def current_revision(self) -> str | None:
@@ -138,7 +167,7 @@ class Database:
                     return None
                 rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
         except SQLAlchemyError as err:
-            raise DatabaseError(f"cannot read the schema revision of {redact(self.url)}: {err}") from err
+            raise self.error(err, "reading the schema revision") from err
         if len(rows) > 1:  # a branched history: this code never makes one
             raise DatabaseError(f"{redact(self.url)} has several schema heads: {', '.join(sorted(rows))}")
         return rows[0] if rows else None
@@ -171,7 +200,7 @@ class Database:
                 cfg.attributes["connection"] = conn
                 fn(cfg, revision)
         except SQLAlchemyError as err:
-            raise DatabaseError(f"migration of {redact(self.url)} to {revision} failed: {err}") from err
+            raise self.error(err, f"migration to {revision} failed") from err
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -255,6 +255,15 @@ def set_next_attempts(session: Session, plans: Sequence[tuple[int, str | None, f
         )
 
 
+def refund_attempts(session: Session, ids: Sequence[int]) -> None:
+    """Attempts that never reached the service (it was away) do not count against the retries."""
+    if ids:
+        session.execute(
+            text("UPDATE transfers SET attempts = attempts - 1 WHERE id = :t AND attempts > 0"),
+            [{"t": t} for t in ids],
+        )
+
+
 def pending(session: Session) -> tuple[int, float | None]:
     """Transfers queued or in flight, and the earliest back-off end among the queued ones."""
     n, waiting = session.execute(

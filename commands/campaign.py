@@ -48,6 +48,9 @@ def campaign_create(ctx: click.Context, campaign_file: Path) -> None:
 @click.option(
     "--site", "metrics_site", default=None, help="Grouping key site for pushed metrics (default: the lead)."
 )
+@click.option(
+    "--now", "now", is_flag=True, help="Try the services now, even inside the back-off after a wait."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def campaign_tick(
@@ -56,11 +59,13 @@ def campaign_tick(
     push_gateway: str | None,
     textfile: Path | None,
     metrics_site: str | None,
+    now: bool,
     as_json: bool,
 ) -> None:
     """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
-    with a message. Exit 0 done, 3 in progress, 1 failed. With --push-gateway/--textfile the campaign's
-    metrics and the tick's duration and outcome reach Prometheus although the process exits."""
+    with a message. Exit 0 done, 3 in progress (also: waiting for a service that cannot be reached; the
+    ticks back off), 1 failed. With --push-gateway/--textfile the campaign's metrics and the tick's
+    duration and outcome reach Prometheus although the process exits."""
     from drp.locking import CampaignBusy
     from instrumentation.exporter import TickMetrics
 
@@ -70,7 +75,7 @@ def campaign_tick(
     )
     try:
         driver.create()
-        result = driver.tick()
+        result = driver.tick(now=now)
     except CampaignBusy as busy:
         click.echo(f"drp: {busy}", err=True)
         return

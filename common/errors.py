@@ -37,6 +37,14 @@ class DatabaseError(DrpError):
     """The bookkeeping database refused an operation or cannot be reached."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The bookkeeping database cannot be reached (refused, timed out, connection cut). The transaction
+    was rolled back, nothing is half-written; exit 2 like a configuration error because satdrp cannot
+    even record that it is waiting: the operator (or the next cron tick) retries once it is back."""
+
+    exit_code = EXIT_USAGE
+
+
 class SchemaOutOfDateError(DatabaseError):
     """The database schema is not at the revision this code expects."""
 
@@ -58,3 +66,25 @@ class ServiceUnavailableError(DrpError):
     changed or lost; a campaign tick says so and exits 3 (in progress): the next tick retries."""
 
     exit_code = EXIT_IN_PROGRESS
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether an error (or what caused it) says a server could not be reached, as opposed to having
+    refused: connection refused or cut, time-outs, every retry unanswered (requests', urllib3's,
+    Rucio's and pycurl's names, matched by name so that no client library is imported here)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in (
+            "ConnectionError",  # requests'
+            "ConnectTimeout",
+            "ReadTimeout",
+            "NewConnectionError",  # urllib3's
+            "MaxRetryError",
+            "ServerConnectionException",  # rucio's, when every retry got no answer
+        ):
+            return True
+        text = str(seen).lower()
+        if type(seen).__name__ == "error" and ("couldn't connect" in text or "connection refused" in text):
+            return True  # pycurl.error (the FTS3 client's transport)
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -72,6 +72,7 @@ class TickResult:
     before: str
     after: str
     message: str
+    retry_in: float | None = None  # waiting on a service: seconds until the next try
 
     @property
     def exit_code(self) -> int:
@@ -125,22 +126,49 @@ class CampaignDriver:
             campaigns.set_data_path(session, self.name, self.replication.data_path())
         return created
 
-    def tick(self) -> TickResult:
-        """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs)."""
+    def tick(self, *, now: bool = False) -> TickResult:
+        """One bounded step under the campaign lock (CampaignBusy, exit 0, if another tick runs).
+
+        A service that cannot be reached (Rucio, FTS3, XRootD, the schedd) is a wait, not a failure:
+        the state stays, an event records it, and ticks back off (``ticks.poll_seconds`` doubled per
+        wait in a row, at most ``ticks.backoff_max_seconds``); a tick inside the back-off touches no
+        service unless ``now``."""
         with self.lock():
             camp = self.campaign()
-            if camp.state in TERMINAL:
-                message = camp.message or camp.state.name.lower()
-                return TickResult(self.name, camp.state.name, camp.state.name, message)
+            state = camp.state
+            if state in TERMINAL:
+                message = camp.message or state.name.lower()
+                return TickResult(self.name, state.name, state.name, message)
+            with self.db.session() as session:
+                wait = campaigns.current_wait(session, camp.id, state)
+            left = None if wait is None else wait.retry_at - time.time()
+            if wait is not None and left is not None and left > 0 and not now:
+                message = f"{wait.message.partition('; retry in')[0]}; next try in {_seconds(left)} s"
+                return TickResult(self.name, state.name, state.name, message, retry_in=left)
             try:
-                after, message = self._handlers()[camp.state]()
+                after, message = self._handlers()[state]()
             except InvalidInputError as err:
-                after, message = CampaignState.FAILED, f"{camp.state.name.lower()}: {err}"
-            except ServiceUnavailableError as err:  # stays where it is; the next tick retries
-                after, message = camp.state, f"{camp.state.name.lower()}: waiting: {err}"
+                after, message = CampaignState.FAILED, f"{state.name.lower()}: {err}"
+            except ServiceUnavailableError as err:  # stays where it is; a later tick retries
+                return self._wait(camp.id, state, err, wait)
             with self.db.session() as session:
                 transition(session, camp.id, after, message)
-            return TickResult(self.name, camp.state.name, after.name, message)
+                if wait is not None:
+                    campaigns.note_resumed(session, camp.id, self.name, state, wait)
+            return TickResult(self.name, state.name, after.name, message)
+
+    def _wait(
+        self, campaign: int, state: CampaignState, err: ServiceUnavailableError, last: campaigns.Wait | None
+    ) -> TickResult:
+        count = 1 if last is None else last.count + 1
+        ticks = self.cfg.ticks
+        delay = min(ticks.poll_seconds * 2 ** (count - 1), ticks.backoff_max_seconds)
+        message = f"{state.name.lower()}: waiting: {err}; retry in {_seconds(delay)} s (wait {count})"
+        wait = campaigns.Wait(count, time.time() + delay, message)
+        with self.db.session() as session:
+            transition(session, campaign, state, message)
+            campaigns.note_wait(session, campaign, self.name, state, message, wait)
+        return TickResult(self.name, state.name, state.name, message, retry_in=delay)
 
     def run(
         self, *, max_ticks: int | None = None, on_tick: Callable[[TickResult], None] | None = None
@@ -154,7 +182,9 @@ class CampaignDriver:
                 on_tick(result)
             if result.after in {s.name for s in TERMINAL} or (max_ticks is not None and n >= max_ticks):
                 return result
-            if result.before == result.after:
+            if result.retry_in is not None:
+                time.sleep(max(result.retry_in, 0.0))
+            elif result.before == result.after:
                 time.sleep(self.cfg.ticks.poll_seconds)
 
     def retry(self) -> str:
@@ -297,6 +327,9 @@ class CampaignDriver:
         report = run_until_idle(
             self.db, self.catalogue, self.replication, max_seconds=self.cfg.ticks.transfer_seconds, poll_s=0.2
         )
+        if report.unreachable and report.done == 0:  # queued again with no attempt counted
+            link, why = next(iter(sorted(report.unreachable.items())))
+            raise ServiceUnavailableError(f"copies {link}: {why}")
         with self.db.session() as session:
             camp = campaigns.get(session, self.name)
             ours = {r.id for r in ruledb.listed(session, campaign_id=camp.id)}
@@ -337,9 +370,11 @@ class CampaignDriver:
                 )
             else:
                 report, _ = processing.status(self.db, self.name, site, self.cfg.workdir)
-                if report.state in (RunState.FAILED, RunState.NOT_SUBMITTED) and not self._site_gave_up(
-                    site.name
-                ):
+                if report.state is RunState.NOT_SUBMITTED:  # prepared, never submitted (schedd away)
+                    report, _ = processing.run(
+                        self.db, self.name, site, processing.site_root(site), self.cfg.workdir, wait=False
+                    )
+                elif report.state is RunState.FAILED and not self._site_gave_up(site.name):
                     report, _ = processing.run(
                         self.db,
                         self.name,
@@ -494,6 +529,10 @@ class CampaignDriver:
         """The campaign as bookkeeping has it now (state, message, release)."""
         with self.db.session() as session:
             return campaigns.get(session, self.name)
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}".removesuffix(".0")
 
 
 def _file_row(root: Path, name: str) -> FileRow:

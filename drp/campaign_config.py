@@ -66,6 +66,9 @@ class TickSection(BaseModel):
     poll_seconds: float = Field(
         default=5.0, gt=0, description="`campaign run`: pause between ticks that wait"
     )
+    backoff_max_seconds: float = Field(
+        default=600.0, gt=0, description="longest pause after ticks that found a service away"
+    )
 
 
 class CampaignConfig(BaseModel):

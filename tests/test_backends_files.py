@@ -13,7 +13,7 @@ import htcondor2
 import pytest
 import yaml
 
-from common.errors import ConfigError, DrpError
+from common.errors import EXIT_IN_PROGRESS, ConfigError, ServiceUnavailableError
 from instrumentation.profiler import JobReport, Usage
 from science.pipeline.jobs import ReleaseContext
 from science.synth import ReleaseConfig, plan_manifest
@@ -262,9 +262,16 @@ def test_raised_memory_survives_restart(spec: WorkflowSpec) -> None:
     assert _vars(be.dag_path(spec).read_text().splitlines(), names["calib"])["satdrp_memory_mb"] == "2048"
 
 
-def test_unreachable_schedd_is_a_clear_error(spec: WorkflowSpec) -> None:
-    with pytest.raises(DrpError, match=r"htcondor: submitting .* failed"):
-        _htcondor(schedd="127.0.0.1:1", dagman="/usr/bin/condor_dagman").submit(spec)
+def test_unreachable_schedd_is_a_wait_not_a_failure(spec: WorkflowSpec) -> None:
+    """No collector there: ServiceUnavailableError (a campaign tick waits, exit 3), naming the schedd;
+    nothing was submitted, so the next tick submits as if for the first time."""
+    be = _htcondor(schedd="127.0.0.1:1", dagman="/usr/bin/condor_dagman")
+    with pytest.raises(
+        ServiceUnavailableError, match=r"HTCondor schedd \(127.0.0.1:1\) cannot be reached"
+    ) as err:
+        be.submit(spec)
+    assert err.value.exit_code == EXIT_IN_PROGRESS
+    assert be.submitted(spec) is None and be.poll(spec).state is RunState.NOT_SUBMITTED
 
 
 def test_condor_dagman_off_path_names_the_setting(

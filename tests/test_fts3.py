@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow
-from bookkeeping.states import RuleState
-from sites.catalogue import parse_catalogue
+from bookkeeping.states import RuleState, TransferState
+from sites.catalogue import SiteCatalogue, parse_catalogue
 from tests.fake_fts import FakeFTS
 from transfer.engine import TransferEngine
 from transfer.movers.base import FailureKind, Outcome, TransferRequest, TransferResult
@@ -132,10 +133,10 @@ def test_cancel(fts: tuple[FakeFTS, str, dict[str, Path]]) -> None:
     assert sum(r.failure is FailureKind.CANCELLED for r in results.values()) >= 2
 
 
-def test_rule_over_an_fts_link(
-    fts: tuple[FakeFTS, str, dict[str, Path]], db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, url, roots = fts
+def _fts_world(
+    url: str, roots: dict[str, Path], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SiteCatalogue, EmbeddedBackend, list[FileRow], int]:
+    """Three files at ncsa, a rule for in2p3, every link through the FTS at ``url`` (one retry)."""
     monkeypatch.setenv("DRP_TEST_FTS_TOKEN", TOKEN)
     cat = parse_catalogue(
         {
@@ -171,11 +172,51 @@ def test_rule_over_an_fts_link(
     with db.session() as s:
         backend.register(s, "dr1:raw", rows, "ncsa")
         rule = backend.add_rule(s, "dr1:raw", "site=in2p3")
+    return cat, backend, rows, rule.id
+
+
+def test_rule_over_an_fts_link(
+    fts: tuple[FakeFTS, str, dict[str, Path]], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url, roots = fts
+    cat, backend, rows, rule_id = _fts_world(url, roots, db, monkeypatch)
     engine = TransferEngine(db, cat, backend)
     report = engine.run(max_seconds=60, poll_s=0.1)
     engine.close()
     assert (report.done, report.failed, report.pending) == (3, 0, 0), report
     with db.session() as s:
-        assert backend.rule(s, rule.id).state is RuleState.OK
+        assert backend.rule(s, rule_id).state is RuleState.OK
     for row in rows:
         assert (roots["in2p3"] / row.name).read_bytes() == (roots["ncsa"] / row.name).read_bytes()
+
+
+def test_fts_away_is_a_wait_that_counts_no_attempt(
+    fts: tuple[FakeFTS, str, dict[str, Path]], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS not there (connection refused): the engine round reports the link unreachable and stops,
+    every copy is queued again with no attempt counted however many rounds it lasts (one retry would
+    otherwise have given up after two), and FTS back, each file is copied with one attempt."""
+    server, url, roots = fts
+    cat, backend, _, rule_id = _fts_world(url, roots, db, monkeypatch)
+    port = server.port
+    server.stop()
+    engine = TransferEngine(db, cat, backend)
+    try:
+        for _ in range(4):
+            report = engine.run(max_seconds=30, poll_s=0.05)
+            assert report.unreachable and (report.done, report.failed) == (0, 0), report
+            assert url.split("//")[1] in next(iter(report.unreachable.values()))
+        with db.session() as s:
+            rows_now = s.execute(text("SELECT state, attempts, failure FROM transfers")).all()
+        assert rows_now and all(
+            (state, attempts, failure) == (TransferState.QUEUED, 0, "unreachable")
+            for state, attempts, failure in rows_now
+        ), rows_now
+        server.serve(port)
+        report = engine.run(max_seconds=60, poll_s=0.05)
+    finally:
+        engine.close()
+    assert (report.done, report.failed, report.pending) == (3, 0, 0), report
+    with db.session() as s:
+        assert s.execute(text("SELECT attempts FROM transfers")).scalars().all() == [1, 1, 1]
+        assert backend.rule(s, rule_id).state is RuleState.OK

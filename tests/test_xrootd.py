@@ -85,7 +85,7 @@ def test_missing_source(sites: tuple[XRootDServer, XRootDServer, str]) -> None:
     assert sub.result is not None and sub.result.failure is FailureKind.SOURCE_MISSING, sub.result
 
 
-def test_server_down_is_a_network_failure(
+def test_server_down_is_unreachable_not_a_failed_attempt(
     tmp_path: Path, sites: tuple[XRootDServer, XRootDServer, str]
 ) -> None:
     src, _, tag = sites
@@ -99,7 +99,8 @@ def test_server_down_is_a_network_failure(
     (sub,) = mover.submit(
         [TransferRequest(1, f"{src.url}/{tag}/x.fits", f"{url}/{tag}/x.fits", 1000, _adler(data))]
     )
-    assert sub.result is not None and sub.result.failure is FailureKind.NETWORK, sub.result
+    assert sub.result is not None and sub.result.failure is FailureKind.UNREACHABLE, sub.result
+    assert "Connection error" in sub.result.message and url in sub.result.message
 
 
 def test_rule_between_xrootd_sites(db: Database, sites: tuple[XRootDServer, XRootDServer, str]) -> None:

@@ -31,6 +31,7 @@ from bookkeeping.files import healthy_source
 from bookkeeping.sites import site_ids
 from bookkeeping.states import ReplicaState, TransferState
 from bookkeeping.transfers import TransferWork, set_transfer_states
+from common.errors import unreachable
 from sites.catalogue import SiteCatalogue
 
 from .movers.base import FailureKind, Mover, Outcome, TransferRequest, TransferResult
@@ -51,6 +52,7 @@ class EngineReport:
     pending: int = 0  # queued or in flight after the round
     waiting_until: float | None = None  # earliest back-off end among queued transfers
     errors: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # link → why its service did not answer
 
     def add(self, other: EngineReport) -> None:
         self.submitted += other.submitted
@@ -58,6 +60,7 @@ class EngineReport:
         self.retried += other.retried
         self.failed += other.failed
         self.bytes_done += other.bytes_done
+        self.unreachable.update(other.unreachable)
         self.pending = other.pending
         self.waiting_until = other.waiting_until
         self.errors.extend(other.errors)
@@ -144,9 +147,9 @@ class TransferEngine:
                 submitted = mover.submit(requests)
             except Exception as err:  # a mover must not lose the batch: every copy fails, retryably
                 report.errors.append(f"{source}→{dest}: {err}")
+                kind = FailureKind.UNREACHABLE if unreachable(err) else FailureKind.OTHER
                 submitted_results = [
-                    TransferResult(r.id, Outcome.FAILED, FailureKind.OTHER, f"mover error: {err}")
-                    for r in rows
+                    TransferResult(r.id, Outcome.FAILED, kind, f"mover error: {err}") for r in rows
                 ]
                 with self.db.session() as session:
                     self._record(session, submitted_results, by_id, report)
@@ -180,6 +183,8 @@ class TransferEngine:
             if progress is not None:
                 progress(total)
             if total.pending == 0 or (deadline is not None and time.monotonic() >= deadline):
+                return total
+            if rnd.unreachable and rnd.done == 0 and rnd.failed == 0:  # a service is away: the caller waits
                 return total
             if rnd.submitted == 0 and rnd.done == 0 and rnd.failed == 0 and rnd.retried == 0:
                 wait = poll_s
@@ -242,6 +247,7 @@ class TransferEngine:
         states: list[tuple[int, TransferState, str | None]] = []
         extra: list[tuple[int, str | None, float | None, int]] = []
         gave_up: list[tuple[int, int, ReplicaState, str]] = []
+        refunds: list[int] = []
         retries = self.catalogue.transfer.retries
         now = self.clock()
         for res in results:
@@ -257,6 +263,12 @@ class TransferEngine:
             kind = res.failure or FailureKind.OTHER
             message = f"{kind.value}: {res.message}"
             source = row.source
+            if kind is FailureKind.UNREACHABLE:  # nothing was tried: back in the queue, the attempt refunded
+                states.append((row.id, TransferState.QUEUED, message))
+                extra.append((row.id, kind.value, now + self.catalogue.transfer.backoff_s, source))
+                refunds.append(row.id)
+                report.unreachable[f"{names[row.source]}→{names[row.dest]}"] = res.message
+                continue
             if kind is FailureKind.SOURCE_MISSING:
                 other = healthy_source(session, row.file_id, (row.source, row.dest))
                 if other is None or attempts > retries:
@@ -284,6 +296,7 @@ class TransferEngine:
         if states:
             set_transfer_states(session, states)
             transfers.set_next_attempts(session, extra)
+            transfers.refund_attempts(session, refunds)
         if done:
             self.backend.copied(session, done)
         if gave_up:
@@ -301,6 +314,8 @@ class TransferEngine:
                 results = self._mover(source, dest).poll({r.id: r.external_id or "" for r in rows})
             except Exception as err:  # an unreachable service: try again next round
                 report.errors.append(f"poll {source}→{dest}: {err}")
+                if unreachable(err):
+                    report.unreachable[f"{source}→{dest}"] = str(err)
                 continue
             finished = [res for res in results if res.outcome is not Outcome.ACTIVE]
             if finished:

@@ -45,7 +45,7 @@ from typing import Any
 from pydantic import Field
 
 from common.atomic import atomic_write, write_bytes_atomic, write_json_atomic
-from common.errors import ConfigError, DrpError
+from common.errors import ConfigError, DrpError, ServiceUnavailableError
 from common.probes import TIMEOUT_S, Health, Probe, tcp
 from science.layout import Layout
 from science.pipeline.jobs import STEPS
@@ -369,7 +369,13 @@ class HTCondorBackend(ComputeBackend):
         self._hand_over(spec)
         sub = self.dagman_submit(dag)
         try:
-            result = self._schedd().submit(sub)
+            schedd = self._schedd()
+        except Exception as err:  # no collector or no schedd: a wait for the campaign, not a failure
+            raise ServiceUnavailableError(
+                f"the HTCondor schedd ({self.settings.schedd}) cannot be reached: {err}".rstrip(": ")
+            ) from err
+        try:
+            result = schedd.submit(sub)
         except Exception as err:  # the bindings raise HTCondorException and plain RuntimeErrors
             raise DrpError(f"htcondor: submitting {dag} failed: {err}") from err
         cluster = result.cluster()

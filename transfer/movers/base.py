@@ -26,7 +26,8 @@ class FailureKind(StrEnum):
     SOURCE_MISSING = "source_missing"  # the source replica is not there: try another source or give up
     CHECKSUM = "checksum"  # the copy does not match the catalogue: bad copy deleted, retried
     DESTINATION = "destination"  # cannot write at the destination (permissions, space): retried
-    NETWORK = "network"  # endpoint down or timed out: retried
+    NETWORK = "network"  # the connection failed during the copy (reset, timed out): retried
+    UNREACHABLE = "unreachable"  # the service or endpoint is not there: nothing tried, no attempt counted
     CANCELLED = "cancelled"
     OTHER = "other"
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from common.errors import ConfigError, DrpError
+from common.errors import ConfigError, DrpError, unreachable
 from common.probes import Health, Probe, credential_file, http
 
 from .base import (
@@ -165,8 +165,8 @@ class FTS3Mover(Mover):
                         result=TransferResult(
                             r.transfer_id,
                             Outcome.FAILED,
-                            FailureKind.NETWORK,
-                            f"FTS submit failed: {type(err).__name__}: {err}",
+                            FailureKind.UNREACHABLE if unreachable(err) else FailureKind.NETWORK,
+                            f"FTS at {self.settings.endpoint}: submit failed: {type(err).__name__}: {err}",
                         ),
                     )
                     for r in batch

@@ -59,7 +59,9 @@ def classify(status: Any) -> FailureKind:
         return FailureKind.SOURCE_MISSING
     if errno in (3010, 3009) or "permission" in message or "not authorized" in message or "space" in message:
         return FailureKind.DESTINATION
-    if getattr(status, "code", 0) in (101, 103, 104, 105, 106, 107, 108, 109, 111, 112, 113, 114, 206):
+    if getattr(status, "code", 0) in (101, 108) or "connection refused" in message:
+        return FailureKind.UNREACHABLE  # errInvalidAddr, errConnectionError: no server there, nothing tried
+    if getattr(status, "code", 0) in (103, 104, 105, 106, 107, 109, 111, 112, 113, 114, 206):
         return FailureKind.NETWORK
     if any(w in message for w in ("connection", "socket", "timeout", "timed out", "unreachable", "refused")):
         return FailureKind.NETWORK

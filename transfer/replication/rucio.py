@@ -386,8 +386,22 @@ class RucioBackend(EmbeddedBackend):
         for chunk in _chunks(replicas):
             self.client.add_replicas(self.rse(site), list(chunk))
         for chunk in _chunks([{"scope": s, "name": n} for s, n in dids]):
-            self.client.attach_dids(scope, name, list(chunk))
+            self._attach(scope, name, list(chunk))
         return result
+
+    def _attach(self, scope: str, name: str, dids: list[dict[str, str]]) -> None:
+        """Attach files to a dataset, idempotently: a registration cut short (Rucio away, a crash)
+        attached part of it, and Rucio refuses a chunk holding any file attached already. (Replicas
+        need no such care: add_replicas skips the ones that exist.)"""
+        from rucio.common.exception import FileAlreadyExists
+
+        try:
+            self.client.attach_dids(scope, name, dids)
+        except FileAlreadyExists:
+            present = {(c["scope"], c["name"]) for c in self.client.list_content(scope, name)}
+            missing = [d for d in dids if (d["scope"], d["name"]) not in present]
+            if missing:
+                self.client.attach_dids(scope, name, missing)
 
     # -- rules -------------------------------------------------------------------------------------
     def add_rule(

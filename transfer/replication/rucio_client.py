@@ -9,22 +9,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-from common.errors import ServiceUnavailableError
-
-
-def unreachable(err: BaseException) -> bool:
-    """Whether an error (or its cause) says the server could not be reached, rather than refused."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in (
-            "ConnectionError",  # requests'
-            "ConnectTimeout",
-            "ReadTimeout",
-            "ServerConnectionException",  # rucio's, when every retry got no answer
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+from common.errors import ServiceUnavailableError, unreachable
 
 
 class Guarded:
