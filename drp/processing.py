@@ -8,6 +8,7 @@ write to the database; everything here can be re-run after a crash and converges
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from science.layout import Layout
 from science.pipeline.jobs import STEPS, Job, ReleaseContext
 from science.workflow import WorkflowSpec, write_workflow
 from sites.catalogue import SiteCatalogue, SiteConfig
-from sites.compute import ComputeBackend, RunReport, get_backend
+from sites.compute import ComputeBackend, RunReport, RunState, get_backend
 from sites.compute.base import INPUTS_FILE
 
 
@@ -249,13 +250,28 @@ def record_memory(session: Session, campaign: str, site: str, memory: dict[str, 
 
 
 def status(db: Database, campaign: str, site: SiteConfig, workdir: Path) -> tuple[RunReport, IngestResult]:
-    """The back-end's view of the site's run, after ingesting any new reports."""
+    """The back-end's view of the site's run, after ingesting any new reports. A run the back-end calls
+    succeeded while a job's report cannot be read is FAILED: the books cannot show that job ran, and a
+    restart runs it again (back-ends count a job with no readable report as not run)."""
     spec = WorkflowSpec.load(workflow_dir(workdir, campaign, site.name))
     backend = backend_for(site)
     report = backend.poll(spec)
     with db.session() as session:
         ingested = ingest(session, campaign, site.name, spec)
         record_memory(session, campaign, site.name, backend.memory_requests(spec))
+        behind = []
+        if report.state is RunState.SUCCEEDED:
+            owned = jobs.site_jobs(session, *_ids(session, campaign, site.name))
+            behind = [k for k, (_, st) in owned.items() if st is not JobState.SUCCEEDED]
+    if behind:
+        step, data_id = behind[0]
+        why = f"; unreadable: {ingested.unreadable[0]}" if ingested.unreadable else ""
+        report = dataclasses.replace(
+            report,
+            state=RunState.FAILED,
+            message=f"{len(behind)} job(s) with no readable report of success (e.g. {step} {data_id}{why}): "
+            "they run again",
+        )
     return report, ingested
 
 

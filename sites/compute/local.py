@@ -399,6 +399,10 @@ class LocalBackend(ComputeBackend):
             return Executor(spec, self.settings).run()
         d = run_dir(spec)
         d.mkdir(parents=True, exist_ok=True)
+        # The last run's state file must not speak for this one before the new executor writes its own
+        # (a restart read as the old run's SUCCEEDED or FAILED a moment after it was started).
+        starting = RunReport("local", None, RunState.RUNNING, current.counts, "executor starting")
+        write_json_atomic(d / STATE_FILE, {**starting.to_dict(), "updated_at": time.time()})
         with open(d / "executor.log", "ab") as log:
             proc = subprocess.Popen(
                 [
@@ -444,7 +448,8 @@ class LocalBackend(ComputeBackend):
                 state["counts"],
                 "the executor stopped without finishing (killed?); restart resumes it",
             )
-        return RunReport("local", state.get("run_id"), recorded, state["counts"], state.get("message", ""))
+        run_id = state.get("run_id") or (str(pid) if pid is not None else None)  # None: still starting
+        return RunReport("local", run_id, recorded, state["counts"], state.get("message", ""))
 
     def cancel(self, spec: WorkflowSpec) -> RunReport:
         report = self.poll(spec)
