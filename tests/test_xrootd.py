@@ -4,6 +4,7 @@ adler32 by the destination server, and the faults (bad checksum, missing source,
 from __future__ import annotations
 
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -135,3 +136,63 @@ def test_rule_between_xrootd_sites(db: Database, sites: tuple[XRootDServer, XRoo
     assert states == {"ncsa": ReplicaState.AVAILABLE, "in2p3": ReplicaState.AVAILABLE}
     for row in rows:
         assert (dst.data / row.name).read_bytes() == (src.data / row.name).read_bytes()
+
+
+def test_destination_server_away_then_back(
+    tmp_path: Path, db: Database, sites: tuple[XRootDServer, XRootDServer, str]
+) -> None:
+    """The destination XRootD server stops: engine rounds report the link unreachable and requeue the
+    copies with no attempt counted (one retry would otherwise give up after two rounds); the same
+    server back on its port, the rule completes with one attempt per file."""
+    from sqlalchemy import text
+
+    src, _, tag = sites
+    os.chmod(tmp_path, 0o755)
+    dst = XRootDServer("away", tmp_path / "away").start()
+    try:
+        cat = parse_catalogue(
+            {
+                "site": [
+                    {"name": "ncsa", "role": "lead", "share": 0.5, "storage": src.url},
+                    {"name": "in2p3", "role": "satellite", "share": 0.5, "storage": dst.url},
+                ],
+                "transfer": {
+                    "retries": 1,
+                    "backoff_s": 0,
+                    "link": [{"source": "*", "dest": "*", "mover": "xrootd", "stream_error_window_s": 1}],
+                },
+            },
+            "test",
+        )
+        rows = []
+        for i in range(2):
+            data = os.urandom(20_000 + i)
+            _plant(src, f"{tag}/raw/f{i}.fits", data)
+            rows.append(FileRow(f"{tag}/raw/f{i}.fits", len(data), _adler(data)))
+        backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
+        with db.session() as s:
+            backend.register(s, f"{tag}:raw", rows, "ncsa")
+            rule = backend.add_rule(s, f"{tag}:raw", "site=in2p3")
+        dst.stop()
+        engine = TransferEngine(db, cat, backend)
+        try:
+            for _ in range(3):
+                report = engine.run(max_seconds=60, poll_s=0.05)
+                assert report.unreachable and (report.done, report.failed) == (0, 0), report
+            with db.session() as s:
+                assert s.execute(text("SELECT DISTINCT attempts, failure FROM transfers")).all() == [
+                    (0, "unreachable")
+                ]
+            dst.start()
+            time.sleep(1.5)  # the client's StreamErrorWindow (1 s here) after the last failed connection
+            report = engine.run(max_seconds=120, poll_s=0.05)
+        finally:
+            engine.close()
+        assert (report.done, report.failed, report.pending) == (2, 0, 0), report
+        with db.session() as s:
+            assert backend.rule(s, rule.id).state is RuleState.OK
+            assert s.execute(text("SELECT attempts FROM transfers")).scalars().all() == [1, 1]
+        for row in rows:
+            assert (dst.data / row.name).read_bytes() == (src.data / row.name).read_bytes()
+    finally:
+        dst.stop()

@@ -39,6 +39,12 @@ class XRootDSettings(MoverSettings):
     parallel: int = Field(default=8, ge=1, le=128, description="copies at once within a batch")
     connection_retry: int = Field(default=2, ge=1, le=100, description="XRootD ConnectionRetry")
     request_timeout_s: int = Field(default=300, ge=1, description="XRootD RequestTimeout")
+    stream_error_window_s: int = Field(
+        default=30,
+        ge=0,
+        description="XRootD StreamErrorWindow: how long a server that failed to connect is failed at once "
+        "(XRootD's default, 1800 s, kept a long `campaign run` failing for half an hour after an outage)",
+    )
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -79,6 +85,7 @@ class XRootDMover(Mover):
 
         client.EnvPutInt("ConnectionRetry", settings.connection_retry)
         client.EnvPutInt("RequestTimeout", settings.request_timeout_s)
+        client.EnvPutInt("StreamErrorWindow", settings.stream_error_window_s)
         self._client = client
 
     def _fs(self, url: str) -> tuple[Any, str]:
