@@ -96,13 +96,13 @@ class Database:
             raise ConfigError("database URL", None, f"cannot parse {url!r}: {err}") from err
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        sqlite_file: Path | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 parent = Path(parsed.database).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise ConfigError("database URL", None, f"directory {parent} does not exist")
-                # a new database file is private (SQLite gives its -wal and -shm files the same mode)
-                create_file(Path(parsed.database).expanduser(), modes)
+                sqlite_file = Path(parsed.database).expanduser()
             kwargs["connect_args"] = {"timeout": 30}
         elif self.dialect == "postgresql":
             if not POSTGRES.installed():
@@ -114,6 +114,15 @@ class Database:
             reason = f"unsupported database {self.dialect!r} (use sqlite or postgresql)"
             raise ConfigError("database URL", None, reason)
         self.engine: Engine = create_engine(parsed, **kwargs)
+        if sqlite_file is not None:
+            path = sqlite_file
+
+            @event.listens_for(self.engine, "do_connect")
+            def _private(_dialect: Any, _record: Any, _args: Any, _params: Any) -> None:
+                # created private before SQLite creates it (its -wal and -shm files take the same mode),
+                # at the first connection only: `drp doctor` must not leave a database behind
+                create_file(path, modes)
+
         if self.dialect == "sqlite":
             cache_kib = sqlite_cache_mib * 1024
 

@@ -26,14 +26,15 @@ def modes_for(group_readable: bool) -> Modes:
 
 
 def make_dir(path: Path, modes: Modes) -> Path:
-    """``mkdir -p``; the directories it creates get ``modes.dir`` (existing ones are left alone)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for p in reversed(missing):
-        try:
-            os.mkdir(p, modes.dir)
-        except FileExistsError:
-            continue
-        os.chmod(p, modes.dir)  # exact, whatever the umask
+    """``mkdir -p``; ``path`` itself, if it is created, gets ``modes.dir``; missing parents get the
+    umask's mode: they may be shared (a campaign's work directory holds the workflow directories that
+    the compute back-end's job account must read). Existing directories are left alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, modes.dir)
+    except FileExistsError:
+        return path
+    os.chmod(path, modes.dir)  # exact, whatever the umask
     return path
 
 

@@ -361,3 +361,5 @@ def test_operators_files_are_private_unless_group_readable(
     assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in dirs} == {
         str(p): oct(dir_mode) for p in dirs
     }
+    # the work directory holds the workflow directories, which a batch system's job account reads
+    assert oct(stat.S_IMODE(work.stat().st_mode)) == oct(0o755)

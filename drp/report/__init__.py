@@ -38,7 +38,7 @@ class Report:
 def build_report(
     db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue, *, modes: Modes = PRIVATE
 ) -> Report:
-    out = make_dir(cfg.workdir / "reports" / cfg.name, modes)
+    out = make_dir(make_dir(cfg.workdir / "reports", modes) / cfg.name, modes)
     data = gather(db, cfg, catalogue)
     images: dict[str, str] = {}
     for name, (draw, _) in FIGURES.items():
