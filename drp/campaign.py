@@ -26,6 +26,7 @@ failed in; ``retry`` makes it try that phase again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -433,14 +434,13 @@ class CampaignDriver:
         failures: list[str] = []
         results = 0
         rows: list[ValidationRow] = []
+        ordered = [lead, *(s for s in sites if s.name != lead.name)]
         for tract in self.cfg.split.overlap:
             patches = [p.index for p in ctx.skymap.tracts[tract].patches]
-            for other in sites:
-                if other.name == lead.name:
-                    continue
+            for first, other in itertools.combinations(ordered, 2):  # every pair: satellites check each other
                 result = compare_tract(
-                    (site_root(lead), site_root(other)),
-                    (lead.name, other.name),
+                    (site_root(first), site_root(other)),
+                    (first.name, other.name),
                     self.release,
                     tract,
                     patches,

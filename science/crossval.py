@@ -11,7 +11,10 @@ check names the tract, the sites and the quantity:
   rms should stay below the threshold (for independent noise it would be about 1), and their median
   near 0.
 - ``flux_bias_mmag``, per band: the median magnitude difference of bright objects (S/N ≥
-  ``bias_min_snr``). A 1 % zero-point error shows as about 10.9 mmag, whatever the noise.
+  ``bias_min_snr``). A 1 % zero-point error shows as about 10.9 mmag, whatever the noise. With no
+  such object it is recorded as not measured (passed, saying so), never silently left out.
+- ``object_table`` and ``columns``: a catalogue missing, unreadable, empty or lacking a band's
+  columns at one site is a failed check naming the site, the band and the reason, not an error.
 - ``flag_mismatch_fraction``: matched objects whose PSF-flux flag differs between the sites.
 - ``coadd_chi2``, per band: the mean (c₁ − c₂)²/(v₁ + v₂) over pixels both coadds cover. A coadd
   missing at one site fails by name.
@@ -30,12 +33,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from common.errors import InvalidInputError
 from science.layout import Layout
 from science.pipeline.common import match_positions, read_exposure
 from science.thresholds import ValidationSection
 
-BIAS_MIN_SNR = 50.0
+POSITION_COLUMNS = ("ra", "dec")
+BAND_COLUMNS = ("{band}_psfFlux", "{band}_psfFluxErr", "{band}_flag_psf")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,13 @@ def compare_objects(
     sites: tuple[str, str] = ("a", "b"),
 ) -> tuple[list[Check], int, dict[str, list[float]]]:
     """Checks on two object tables of one tract; returns (checks, matched count, pulls per band)."""
+    lacking = {
+        site: [c for c in POSITION_COLUMNS if c not in t.column_names]
+        for site, t in zip(sites, (a, b), strict=True)
+    }
+    if any(lacking.values()):
+        why = "; ".join(f"{site} lacks {', '.join(cols)}" for site, cols in lacking.items() if cols)
+        return [Check("object_table", None, float("nan"), 0.0, False, why)], 0, {}
     ca, cb = _primary(a), _primary(b)
     na, nb = len(ca["ra"]), len(cb["ra"])
     ia, ib = match_positions(ca["ra"], ca["dec"], cb["ra"], cb["dec"], cfg.match_radius_arcsec)
@@ -121,6 +131,14 @@ def compare_objects(
     pulls_by_band: dict[str, list[float]] = {}
     flag_diff = np.zeros(len(ia), dtype=bool)
     for band in bands:
+        absent = {
+            site: [c.format(band=band) for c in BAND_COLUMNS if c.format(band=band) not in cols]
+            for site, cols in zip(sites, (ca, cb), strict=True)
+        }
+        if any(absent.values()):
+            why = "; ".join(f"{site} lacks {', '.join(cols)}" for site, cols in absent.items() if cols)
+            checks.append(Check("columns", band, float("nan"), 0.0, False, why))
+            continue
         f1, f2 = ca[f"{band}_psfFlux"][ia], cb[f"{band}_psfFlux"][ib]
         e1, e2 = ca[f"{band}_psfFluxErr"][ia], cb[f"{band}_psfFluxErr"][ib]
         g1, g2 = ca[f"{band}_flag_psf"][ia], cb[f"{band}_flag_psf"][ib]
@@ -137,8 +155,16 @@ def compare_objects(
         pulls_by_band[band] = [float(p) for p in pulls]
         p_rms = float(math.sqrt(np.mean(pulls**2))) if len(pulls) else float("nan")
         p_med = float(np.median(pulls)) if len(pulls) else float("nan")
+        none = "" if len(pulls) else "no object with finite, unflagged fluxes at both sites"
         checks.append(
-            Check("flux_pull_rms", band, p_rms, cfg.max_flux_pull_rms, bool(p_rms <= cfg.max_flux_pull_rms))
+            Check(
+                "flux_pull_rms",
+                band,
+                p_rms,
+                cfg.max_flux_pull_rms,
+                bool(p_rms <= cfg.max_flux_pull_rms),
+                none,
+            )
         )
         checks.append(
             Check(
@@ -147,9 +173,10 @@ def compare_objects(
                 p_med,
                 cfg.max_flux_pull_median,
                 bool(abs(p_med) <= cfg.max_flux_pull_median),
+                none,
             )
         )
-        bright = ok & (f1 / np.where(e1 > 0, e1, np.inf) >= BIAS_MIN_SNR) & (f1 > 0) & (f2 > 0)
+        bright = ok & (f1 / np.where(e1 > 0, e1, np.inf) >= cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
         if bright.any():
             bias = float(np.median(-2.5 * np.log10(f1[bright] / f2[bright])) * 1000.0)
             checks.append(
@@ -159,7 +186,19 @@ def compare_objects(
                     bias,
                     cfg.max_flux_bias_mmag,
                     abs(bias) <= cfg.max_flux_bias_mmag,
-                    f"{int(bright.sum())} objects with S/N >= {BIAS_MIN_SNR:g}; positive: {sites[0]} fainter",
+                    f"{int(bright.sum())} objects with S/N >= {cfg.bias_min_snr:g}; "
+                    f"positive: {sites[0]} fainter",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "flux_bias_mmag",
+                    band,
+                    float("nan"),
+                    cfg.max_flux_bias_mmag,
+                    True,
+                    f"not measured: no matched object with S/N >= {cfg.bias_min_snr:g}",
                 )
             )
     flags = float(np.mean(flag_diff))
@@ -227,19 +266,37 @@ def compare_tract(
 ) -> TractComparison:
     """Compare the tract's merged object tables and coadds at two site roots."""
     layout = Layout(release)
-    tables = []
+    tables: list[pa.Table] = []
+    unusable: list[str] = []
     for root, site in zip(roots, sites, strict=True):
         path = root / layout.object_table(tract)
         try:
-            tables.append(pq.read_table(path))
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            unusable.append(f"{site}: {path} is missing")
+            continue
         except (OSError, pa.ArrowInvalid) as err:
-            raise InvalidInputError(f"tract {tract} at {site}: cannot read {path} ({err})") from err
-    checks, matched, pulls = compare_objects(tables[0], tables[1], bands, cfg, sites)
+            unusable.append(f"{site}: cannot read {path} ({str(err).splitlines()[0]})")
+            continue
+        if table.num_rows == 0:
+            unusable.append(f"{site}: {path} holds no object")
+        tables.append(table)
+    if unusable:
+        checks = [Check("object_table", None, float("nan"), 0.0, False, "; ".join(unusable))]
+        matched, pulls, counts = 0, {}, (0, 0)
+    else:
+        checks, matched, pulls = compare_objects(tables[0], tables[1], bands, cfg, sites)
+        counts = (_primary_count(tables[0]), _primary_count(tables[1]))
     pairs = [
         (p, b, roots[0] / layout.coadd(tract, p, b), roots[1] / layout.coadd(tract, p, b))
         for p in patches
         for b in bands
     ]
     checks += compare_coadds(pairs, cfg, sites)
-    counts = tuple(int(np.sum(np.asarray(t["detect_isPrimary"]))) for t in tables)
-    return TractComparison(tract, sites, (counts[0], counts[1]), matched, tuple(checks), pulls)
+    return TractComparison(tract, sites, counts, matched, tuple(checks), pulls)
+
+
+def _primary_count(table: pa.Table) -> int:
+    if "detect_isPrimary" not in table.column_names:
+        return int(table.num_rows)
+    return int(np.sum(np.asarray(table["detect_isPrimary"])))

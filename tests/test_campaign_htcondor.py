@@ -1,6 +1,7 @@
 """A whole campaign with the satellite's compute on HTCondor (DAGMan on the real pool, jobs as an
 unprivileged user) and the lead's on the local executor: the same phases, the same books, and one
-report showing both sites."""
+report showing both sites. The pool's collector is reached through a proxy that goes away when
+processing starts: the satellite's submission waits (events, back-off) and goes ahead once it is back."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from drp.campaign import CampaignDriver
 from drp.campaign_config import load_campaign
 from science.synth import generate_release
 from sites.catalogue import load_catalogue
+from tests.fault_proxy import FaultProxy
 from tests.test_local_backend import CFG
 from transfer.checksum import adler32_file
 
 
 def test_campaign_with_one_site_on_htcondor(condor_pool: Any, condor_workspace: Path) -> None:
     tmp = condor_workspace
+    collector = FaultProxy("127.0.0.1", 9618).up()
     generate_release(CFG, tmp / "ncsa")
     (tmp / "in2p3").mkdir()
     (tmp / "sites.toml").write_text(
@@ -41,7 +44,7 @@ share = 0.5
 storage = "file://{tmp / "in2p3"}"
 [site.compute]
 backend = "htcondor"
-schedd = "127.0.0.1:9618"
+schedd = "127.0.0.1:{collector.port}"
 dagman = "/usr/bin/condor_dagman"
 job_user = "{condor_pool.uid}"
 batch_name = "satdrp-test-campaign"
@@ -71,7 +74,25 @@ poll_seconds = 0.5
     driver = CampaignDriver(db, cfg, load_catalogue(cfg.sites_path))
     driver.create()
     seen: list[str] = []
-    result = driver.run(max_ticks=600, on_tick=lambda r: seen.append(f"{r.after}: {r.message}"))
+    waits: list[str] = []
+
+    def on_tick(r: Any) -> None:
+        seen.append(f"{r.after}: {r.message}")
+        if r.after == "PROCESSING" and r.before == "REPLICATING":
+            collector.down()  # the next tick submits: the schedd cannot be located
+        elif r.retry_in is not None:
+            waits.append(r.message)
+            if len(waits) == 2:
+                collector.up()
+
+    try:
+        result = driver.run(max_ticks=600, on_tick=on_tick)
+    finally:
+        collector.up()
+    assert len(waits) == 2 and all("HTCondor schedd" in w and "cannot be reached" in w for w in waits), waits
+    with db.session() as s:
+        n_waits = s.execute(text("SELECT count(*) FROM events WHERE kind = 'campaign.waiting'")).scalar_one()
+    assert n_waits == 2
     assert result.after == "DONE", (result, seen[-5:], condor_pool.queue())
     dag_dir = tmp / "workflows" if (tmp / "workflows").exists() else tmp
     assert list(dag_dir.rglob("satdrp_in2p3.dag.dagman.out")), "the satellite's DAG ran under DAGMan"

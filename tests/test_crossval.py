@@ -123,3 +123,59 @@ def test_compare_tract_reads_both_sites(tmp_path: Path) -> None:
     assert result.failures() == [
         "tract 3 ncsa vs in2p3: coadd_chi2[r] = inf (limit 1.5) FAILED: patch 0 missing at in2p3"
     ]
+
+
+def _site_tables(tmp_path: Path, layout: Layout, tables: dict[str, pa.Table | None]) -> None:
+    for site, table in tables.items():
+        path = tmp_path / site / layout.object_table(3)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if table is not None:
+            pq.write_table(table, path)
+        for band in BANDS:
+            _coadd(tmp_path / site / layout.coadd(3, 0, band), np.ones((8, 8)))
+
+
+def _compare(tmp_path: Path) -> object:
+    return compare_tract(
+        (tmp_path / "ncsa", tmp_path / "in2p3"), ("ncsa", "in2p3"), "dr1", 3, [0], BANDS, CFG
+    )
+
+
+def test_a_band_missing_at_one_site_is_a_failed_check_not_a_key_error(tmp_path: Path) -> None:
+    """The columns of one band gone from one site's catalogue: a failed `columns[r]` check naming the
+    site and the columns; the other band is still compared."""
+    t = _objects()
+    short = t.drop_columns(["r_psfFlux", "r_psfFluxErr"])
+    _site_tables(tmp_path, Layout("dr1"), {"ncsa": t, "in2p3": short})
+    result = _compare(tmp_path)
+    assert not result.passed  # type: ignore[attr-defined]
+    failed = {(c.quantity, c.band): c.detail for c in result.checks if not c.passed}  # type: ignore[attr-defined]
+    assert failed == {("columns", "r"): "in2p3 lacks r_psfFlux, r_psfFluxErr"}
+    assert all(c.passed for c in result.checks if c.band == "g")  # type: ignore[attr-defined]
+
+
+def test_missing_empty_or_corrupt_catalogues_are_failed_checks(tmp_path: Path) -> None:
+    layout = Layout("dr1")
+    _site_tables(tmp_path, layout, {"ncsa": _objects(), "in2p3": None})
+    result = _compare(tmp_path)
+    (check,) = [c for c in result.checks if c.quantity == "object_table"]  # type: ignore[attr-defined]
+    assert not check.passed and check.detail.startswith("in2p3: ") and "is missing" in check.detail
+    (tmp_path / "in2p3" / layout.object_table(3)).write_bytes(b"PAR1 not parquet")
+    check = next(c for c in _compare(tmp_path).checks if c.quantity == "object_table")  # type: ignore[attr-defined]
+    assert not check.passed and "in2p3: cannot read" in check.detail
+    pq.write_table(_objects().slice(0, 0), tmp_path / "in2p3" / layout.object_table(3))
+    check = next(c for c in _compare(tmp_path).checks if c.quantity == "object_table")  # type: ignore[attr-defined]
+    assert not check.passed and "holds no object" in check.detail
+
+
+def test_nan_fluxes_fail_the_pull_check_saying_why_and_no_bright_objects_is_said(tmp_path: Path) -> None:
+    t = _objects()
+    i = t.column_names.index("g_psfFlux")
+    nan = t.set_column(i, "g_psfFlux", pa.array(np.full(t.num_rows, np.nan)))
+    checks, _, _ = compare_objects(t, nan, BANDS, CFG, ("ncsa", "in2p3"))
+    pull = next(c for c in checks if c.quantity == "flux_pull_rms" and c.band == "g")
+    assert not pull.passed and "no object with finite" in pull.detail
+    faint = ValidationSection(bias_min_snr=1e9)
+    checks, _, _ = compare_objects(t, t, BANDS, faint, ("ncsa", "in2p3"))
+    bias = next(c for c in checks if c.quantity == "flux_bias_mmag" and c.band == "g")
+    assert bias.passed and bias.detail == "not measured: no matched object with S/N >= 1e+09"
