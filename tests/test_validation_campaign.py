@@ -56,7 +56,8 @@ def test_three_sites_compare_every_pair(tmp_path: Path, pristine: Path) -> None:
     for name, role, share in (("ncsa", "lead", 0.4), ("in2p3", "satellite", 0.3), ("ral", "satellite", 0.3)):
         (tmp_path / name).mkdir(exist_ok=True)
         sites += (
-            f'[[site]]\nname = "{name}"\nrole = "{role}"\nshare = {share}\nstorage = "file://{tmp_path / name}"\n'
+            f'[[site]]\nname = "{name}"\nrole = "{role}"\nshare = {share}\n'
+            f'storage = "file://{tmp_path / name}"\n'
             '[site.compute]\nbackend = "local"\nmax_workers = 2\n\n'
         )
     (tmp_path / "sites.toml").write_text(sites + "[transfer]\nbackoff_s = 0\n")
