@@ -281,9 +281,10 @@ def compare_tract(
         if table.num_rows == 0:
             unusable.append(f"{site}: {path} holds no object")
         tables.append(table)
+    pulls: dict[str, list[float]] = {}
+    matched, counts = 0, (0, 0)
     if unusable:
         checks = [Check("object_table", None, float("nan"), 0.0, False, "; ".join(unusable))]
-        matched, pulls, counts = 0, {}, (0, 0)
     else:
         checks, matched, pulls = compare_objects(tables[0], tables[1], bands, cfg, sites)
         counts = (_primary_count(tables[0]), _primary_count(tables[1]))
