@@ -115,6 +115,21 @@ def campaign_run(ctx: click.Context, campaign_file: Path, as_json: bool) -> None
     sys.exit(result.exit_code)
 
 
+@campaign.command("validate")
+@campaign_file_arg
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def campaign_validate(ctx: click.Context, campaign_file: Path, as_json: bool) -> None:
+    """Run the overlap cross-validation again, at any time (also on a DONE campaign: each site's own
+    overlap outputs are kept under RELEASE/crossval/SITE). Records the results (they replace the last
+    ones) without changing the campaign's state. Exit 0 all passed, 1 some failed."""
+    driver = campaign_driver(ctx, campaign_file)
+    with driver.lock():
+        failures, comparisons = driver.validate_overlap()
+    render.validation(driver.name, comparisons, failures, as_json)
+    sys.exit(1 if failures else 0)
+
+
 @campaign.command("report")
 @campaign_file_arg
 @click.option("--json", "as_json", is_flag=True, help="Print the report's numbers as JSON.")

@@ -26,8 +26,6 @@ failed in; ``retry`` makes it try that phase again.
 
 from __future__ import annotations
 
-import itertools
-import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -40,7 +38,7 @@ from sqlalchemy.orm import Session
 from bookkeeping import aggregates, campaigns
 from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
-from bookkeeping.campaigns import TERMINAL, ValidationRow, create_campaign, transition
+from bookkeeping.campaigns import TERMINAL, create_campaign, transition
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow
 from bookkeeping.plans import load_plan
@@ -420,9 +418,6 @@ class CampaignDriver:
         return CampaignState.VALIDATING, f"job reports collected ({attempts} new attempts)"
 
     def _validate(self) -> tuple[CampaignState, str]:
-        from drp.processing import site_root
-        from science.crossval import compare_tract
-
         sites = self._processing_sites()
         lead = self._reference(sites)
         if len(sites) < 2:
@@ -430,36 +425,30 @@ class CampaignDriver:
                 f"overlap not cross-validated: only {lead.name} processed it "
                 "(the other sites are failed over)"
             )
-        ctx = ReleaseContext(site_root(lead), self.release)
-        failures: list[str] = []
-        results = 0
-        rows: list[ValidationRow] = []
-        ordered = [lead, *(s for s in sites if s.name != lead.name)]
-        for tract in self.cfg.split.overlap:
-            patches = [p.index for p in ctx.skymap.tracts[tract].patches]
-            for first, other in itertools.combinations(ordered, 2):  # every pair: satellites check each other
-                result = compare_tract(
-                    (site_root(first), site_root(other)),
-                    (first.name, other.name),
-                    self.release,
-                    tract,
-                    patches,
-                    ctx.bands,
-                    self.cfg.validation,
-                )
-                results += 1
-                failures += result.failures()
-                rows += _validation_rows(result)
-        with self.db.session() as session:
-            campaigns.replace_validations(session, campaigns.get(session, self.name).id, rows)
+        failures, results = self.validate_overlap()
         if failures:
             return CampaignState.FAILED, f"overlap validation failed: {'; '.join(failures[:5])}" + (
                 f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
             )
         return CampaignState.CONSOLIDATING, f"overlap validation passed ({results} tract comparisons)"
 
+    def validate_overlap(self) -> tuple[list[str], int]:
+        """Compare every pair of processing sites on every overlap tract (their kept outputs once
+        consolidation has begun) and record the results; returns (failures, comparisons)."""
+        from drp.overlap import compare_overlap, validation_rows
+
+        sites = self._processing_sites()
+        results = compare_overlap(
+            sites, self._reference(sites), self.release, self.cfg.split.overlap, self.cfg.validation
+        )
+        rows = [row for r in results for row in validation_rows(r)]
+        with self.db.session() as session:
+            campaigns.replace_validations(session, campaigns.get(session, self.name).id, rows)
+        return [f for r in results for f in r.failures()], len(results)
+
     def _consolidate(self) -> tuple[CampaignState, str]:
         from drp import processing
+        from drp.overlap import keep_evidence
         from drp.processing import site_root
         from science.workflow import WorkflowSpec
 
@@ -484,6 +473,24 @@ class CampaignDriver:
                     if (tract := _tract_of(node.data_id)) is not None and tract in own
                     for out in node.outputs
                 ]
+                if site.name != reference.name:  # its own overlap outputs, before the reference's copies
+                    kept = [
+                        out
+                        for node in spec.nodes()
+                        if _tract_of(node.data_id) in stored.plan.overlap
+                        for out in node.outputs
+                    ]
+                    keep_evidence(
+                        session,
+                        self.replication,
+                        self.name,
+                        self.release,
+                        site.name,
+                        root,
+                        kept,
+                        everywhere,
+                        n_sites,
+                    )
                 known = filedb.known_names(session, [out for _, out in outputs])
                 by_tract: dict[int, list[FileRow]] = {}
                 for tract, out in outputs:
@@ -544,18 +551,3 @@ def _tract_of(data_id: dict[str, Any]) -> int | None:
     """The tract a job's outputs belong to (visit-level jobs: None; they are consolidated with inputs)."""
     t = data_id.get("tract")
     return int(t) if t is not None else None
-
-
-def _validation_rows(result: Any) -> list[ValidationRow]:
-    return [
-        ValidationRow(
-            tract=result.tract,
-            sites=",".join(result.sites),
-            quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
-            value=c.value if c.value == c.value and abs(c.value) != float("inf") else None,
-            threshold=c.limit,
-            passed=c.passed,
-            details=json.dumps({"detail": c.detail, "band": c.band}),
-        )
-        for c in result.checks
-    ]

@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import text
 
@@ -74,3 +76,48 @@ def test_three_sites_compare_every_pair(tmp_path: Path, pristine: Path) -> None:
     with db.session() as s:
         pairs = set(s.execute(text("SELECT DISTINCT sites FROM validations")).scalars())
     assert pairs == {"ncsa,in2p3", "ncsa,ral", "in2p3,ral"}
+
+
+def test_each_sites_overlap_outputs_are_kept_and_validation_runs_again_on_a_done_campaign(
+    tmp_path: Path,
+    pristine: Path,  # noqa: F811
+) -> None:
+    """Consolidation replaces in2p3's overlap outputs with the lead's, but in2p3's own are kept under
+    tiny/crossval/in2p3/ (catalogued, replicated like every output); `drp campaign validate` compares
+    them again after DONE without changing the state, and fails by name when they disagree."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    driver = _setup(tmp_path, pristine)
+    _run_until(driver, "VALIDATING")
+    name = "tiny/objectTable/tract0000.parquet"
+    own = pq.read_table(tmp_path / "in2p3" / name)
+    marked = own.replace_schema_metadata({**(own.schema.metadata or {}), b"made_at": b"in2p3"})
+    pq.write_table(marked, tmp_path / "in2p3" / name)  # same numbers: validation passes
+    assert driver.run(max_ticks=200).after == "DONE"
+    kept = f"tiny/crossval/in2p3/{name}"
+    assert b"made_at" not in (pq.read_schema(tmp_path / "in2p3" / name).metadata or {})  # the lead's now
+    for site in ("in2p3", "ncsa"):  # the kept copy, catalogued and replicated
+        assert pq.read_schema(tmp_path / site / kept).metadata[b"made_at"] == b"in2p3"
+    with driver.db.session() as s:
+        n = s.execute(
+            text(
+                "SELECT count(*) FROM replicas r JOIN files f ON f.id = r.file_id "
+                "WHERE f.name = :n AND r.state = 1"
+            ),
+            {"n": kept},
+        ).scalar_one()
+    assert n == 2
+    runner = CliRunner()
+    env = {"DRP_DB_URL": driver.db.url}
+    toml = str(tmp_path / "campaign.toml")
+    out = runner.invoke(cli, ["campaign", "validate", toml, "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == {"campaign": "c1", "comparisons": 1, "failures": []}
+    i = own.column_names.index("r_psfFlux")
+    shifted = own.set_column(i, "r_psfFlux", pa.array(np.asarray(own["r_psfFlux"]) * 1.01))
+    pq.write_table(shifted, tmp_path / "in2p3" / kept)
+    out = runner.invoke(cli, ["campaign", "validate", toml], env=env)
+    assert out.exit_code == 1 and "tract 0 ncsa vs in2p3: flux_bias_mmag[r]" in out.output, out.output
+    assert driver.campaign().state.name == "DONE"

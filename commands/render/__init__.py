@@ -14,6 +14,7 @@ from .campaigns import (
     sites,
     synced,
     tick,
+    validation,
     when,
 )
 from .data import (
@@ -74,5 +75,6 @@ __all__ = [
     "table",
     "tick",
     "transfers",
+    "validation",
     "when",
 ]

@@ -18,6 +18,18 @@ def tick(result: Any, as_json: bool) -> None:
         click.echo(f"{result.campaign} {result.before} → {result.after}: {result.message}")
 
 
+def validation(campaign: str, comparisons: int, failures: list[str], as_json: bool) -> None:
+    if as_json:
+        emit_json({"campaign": campaign, "comparisons": comparisons, "failures": failures})
+        return
+    if not failures:
+        click.echo(f"{campaign}: overlap validation passed ({comparisons} tract comparisons)")
+        return
+    click.echo(f"{campaign}: overlap validation FAILED ({len(failures)} check(s), {comparisons} comparisons)")
+    for line in failures:
+        click.echo(f"  {line}")
+
+
 def report(result: Any, as_json: bool) -> None:
     if as_json:
         emit_json({**result.data, "html": str(result.html)})

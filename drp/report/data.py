@@ -153,30 +153,15 @@ def _accuracy(data: ReportData) -> None:
 
 
 def _overlap(data: ReportData, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
-    """Compare the lead's overlap outputs with each satellite's (the pulls go into a figure)."""
+    """Compare every pair of sites on the overlap, with each site's own (kept) outputs, the same way
+    the campaign did (the pulls go into a figure)."""
     if not cfg.split.overlap or len(catalogue.sites) < 2:
         return
-    from drp.processing import site_root
-    from science.crossval import compare_tract
-    from science.pipeline.jobs import ReleaseContext
+    from drp.overlap import compare_overlap
 
-    ctx = ReleaseContext(data.lead_root, data.release)
-    lead = catalogue.lead.name
-    for other in catalogue.sites:
-        if other.name == lead:
-            continue
-        for tract in cfg.split.overlap:
-            try:
-                data.overlap.append(
-                    compare_tract(
-                        (data.lead_root, site_root(other)),
-                        (lead, other.name),
-                        data.release,
-                        tract,
-                        [p.index for p in ctx.skymap.tracts[tract].patches],
-                        ctx.bands,
-                        cfg.validation,
-                    )
-                )
-            except DrpError as err:
-                data.overlap.append({"tract": tract, "sites": [lead, other.name], "error": str(err)})
+    try:
+        data.overlap.extend(
+            compare_overlap(catalogue.sites, catalogue.lead, data.release, cfg.split.overlap, cfg.validation)
+        )
+    except DrpError as err:
+        data.overlap.append({"tract": None, "sites": [s.name for s in catalogue.sites], "error": str(err)})
