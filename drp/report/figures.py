@@ -35,7 +35,7 @@ def skymap(data: ReportData) -> Any:
     ctx = ReleaseContext(data.lead_root, data.release)
     color = site_colors(data)
     plan = data.plan.plan
-    fig = figure(6, 5)
+    fig = figure(8, 5)
     ax = fig.add_subplot()
     for t in ctx.skymap.tracts:
         is_overlap = t.id in plan.overlap
@@ -57,9 +57,10 @@ def skymap(data: ReportData) -> Any:
     ax.set_xlabel("RA (deg)")
     ax.set_ylabel("Dec (deg)")
     ax.set_title(f"{data.release}: tracts by processing site")
-    handles = [Patch(facecolor=color[s], label=s) for s in data.sites]
+    owners = set(plan.assignment.values())  # a site with no tract of its own has no colour on the map
+    handles = [Patch(facecolor=color[s], label=s) for s in data.sites if s in owners]
     handles.append(Patch(facecolor="#dddddd", hatch="//", edgecolor="black", label="overlap (every site)"))
-    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")  # beside the map, not over it
     return fig
 
 

@@ -55,8 +55,8 @@ def render(data: ReportData, images: dict[str, str]) -> str:
                 for name, v in data.site_stats().items()
             ],
             phases=[[p.phase, f"{p.seconds:.1f}", p.ticks, p.failures, p.message or ""] for p in s.phases],
-            replicas=[[r.site, r.state, r.files, r.bytes] for r in s.replicas],
-            transfers=[[t.source, t.dest, t.state, t.transfers, t.bytes] for t in s.transfers],
+            replicas=[[r.site, r.state, r.files, human_bytes(r.bytes)] for r in s.replicas],
+            transfers=[[t.source, t.dest, t.state, t.transfers, human_bytes(t.bytes)] for t in s.transfers],
             jobs=[[j.site, j.step, j.state, j.jobs] for j in s.jobs],
             validations=data.validations,
             failed=sum(not v["passed"] for v in data.validations),
@@ -65,3 +65,15 @@ def render(data: ReportData, images: dict[str, str]) -> str:
             captions={name: caption for name, (_, caption) in FIGURES.items()},
         )
     )
+
+
+def human_bytes(n: float | None) -> str:
+    """1536 → "1.5 KiB": the page is read by people; report.json keeps the exact counts."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"  # pragma: no cover - the loop returns at TiB
