@@ -25,25 +25,25 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, model_validator
 from sqlalchemy.orm import Session
 
 from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
 from bookkeeping.files import FileRow, RegisterResult, set_replica_states
 from bookkeeping.states import ReplicaState, RuleState
-from common.errors import ConfigError, DrpError, InvalidInputError, ServiceUnavailableError
+from common.errors import ConfigError, DrpError, ServiceUnavailableError, unreachable
 from common.probes import TIMEOUT_S, Health, Probe, credential_file, http, tcp
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
 
-from .base import ReplicationSettings, RuleInfo, StepReport, split_did
+from .base import RuleInfo, StepReport, split_did
 from .conveyor import RequestMirror, mirror_replicas
 from .embedded import EmbeddedBackend, ensure_sites
-from .rucio_client import Guarded, unreachable
+from .rucio_client import Guarded
+from .rucio_settings import RucioSettings, file_did
 
 CHUNK = 500
 RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Rucio's own view
@@ -51,48 +51,6 @@ RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Ru
 
 class RucioError(DrpError):
     """The Rucio server refused or could not be reached."""
-
-
-class RucioSettings(ReplicationSettings):
-    host: str = Field(pattern=r"^https?://", description="Rucio REST endpoint")
-    auth_host: str | None = Field(default=None, pattern=r"^https?://")
-    account: str = "root"
-    auth_type: Literal["userpass", "x509", "x509_proxy", "oidc"] = "userpass"
-    username: str | None = None
-    password: SecretStr | None = None
-    password_env: str | None = Field(default=None, description="environment variable holding the password")
-    client_cert: str | None = None
-    client_key: str | None = None
-    ca_cert: str | None = None
-    rse_suffix: str = Field(default="_DISK", pattern=r"^[A-Z0-9_-]*$")
-    timeout_s: float = Field(default=60.0, gt=0)
-    transfers: Literal["satdrp", "conveyor"] = Field(
-        default="satdrp",
-        description="who moves the bytes: satdrp's engine (then it tells Rucio), or Rucio's conveyor + FTS3",
-    )
-    fts: str | None = Field(
-        default=None,
-        pattern=r"^https?://",
-        description="conveyor mode: the FTS3 endpoint given to Rucio's RSEs",
-    )
-
-    @model_validator(mode="after")
-    def _conveyor_needs_fts(self) -> RucioSettings:
-        if self.transfers == "conveyor" and not self.fts:
-            raise ValueError(
-                "transfers = 'conveyor' needs fts, the FTS3 endpoint Rucio's conveyor submits to"
-            )
-        return self
-
-
-def file_did(name: str) -> tuple[str, str]:
-    """Logical file name → Rucio (scope, name): the first path component is the scope."""
-    scope, sep, rest = name.partition("/")
-    if not sep or not rest:
-        raise InvalidInputError(
-            f"file {name!r}: with Rucio, logical names are SCOPE/PATH (e.g. dr1/raw/x.fits)"
-        )
-    return scope, rest
 
 
 def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
