@@ -267,7 +267,7 @@ def test_unreachable_schedd_is_a_wait_not_a_failure(spec: WorkflowSpec) -> None:
     nothing was submitted, so the next tick submits as if for the first time."""
     be = _htcondor(schedd="127.0.0.1:1", dagman="/usr/bin/condor_dagman")
     with pytest.raises(
-        ServiceUnavailableError, match=r"HTCondor schedd \(127.0.0.1:1\) cannot be reached"
+        ServiceUnavailableError, match=r"HTCondor collector at 127.0.0.1:1 cannot be reached"
     ) as err:
         be.submit(spec)
     assert err.value.exit_code == EXIT_IN_PROGRESS

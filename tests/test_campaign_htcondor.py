@@ -89,7 +89,9 @@ poll_seconds = 0.5
         result = driver.run(max_ticks=600, on_tick=on_tick)
     finally:
         collector.up()
-    assert len(waits) == 2 and all("HTCondor schedd" in w and "cannot be reached" in w for w in waits), waits
+    assert len(waits) == 2 and all("HTCondor collector" in w and "cannot be reached" in w for w in waits), (
+        waits
+    )
     with db.session() as s:
         n_waits = s.execute(text("SELECT count(*) FROM events WHERE kind = 'campaign.waiting'")).scalar_one()
     assert n_waits == 2

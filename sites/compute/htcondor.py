@@ -64,6 +64,8 @@ from .base import (
 from .htcondor_events import DagmanEnd, EventAttempt, dagman_outcome, read_event_log, rescued
 from .local import completed
 
+LOCATE_TIMEOUT_S = 30.0  # a collector that accepts connections but does not answer
+
 NODES_LOG = "nodes.log"
 MEMORY_FILE = "memory.json"
 SUBMITTED_FILE = "submitted.json"
@@ -275,9 +277,39 @@ class HTCondorBackend(ComputeBackend):
         return collector.locate(htcondor2.DaemonType.Schedd)
 
     def _schedd(self) -> Any:
+        """The schedd, located through the collector; ServiceUnavailableError when the collector is not
+        there or does not answer in time (the bindings block for minutes on a dead collector)."""
+        import threading
+
         import htcondor2
 
-        return htcondor2.Schedd(self._locate())
+        where = self.settings.schedd
+        if where != "local":
+            host, _, port = where.rpartition(":") if ":" in where else (where, "", "")
+            reach = tcp("collector", host, int(port) if port.isdigit() else 9618)
+            if reach.health is not Health.OK:
+                raise ServiceUnavailableError(
+                    f"the HTCondor collector at {where} cannot be reached: {reach.detail}"
+                )
+        found: list[Any] = []
+        failed: list[BaseException] = []
+
+        def locate() -> None:
+            try:
+                found.append(self._locate())
+            except Exception as err:
+                failed.append(err)
+
+        worker = threading.Thread(target=locate, daemon=True)  # left behind if it never returns
+        worker.start()
+        worker.join(LOCATE_TIMEOUT_S)
+        if failed:
+            raise ServiceUnavailableError(f"the HTCondor schedd ({where}) cannot be located: {failed[0]}")
+        if not found:
+            raise ServiceUnavailableError(
+                f"the HTCondor collector at {where} did not answer within {LOCATE_TIMEOUT_S:g} s"
+            )
+        return htcondor2.Schedd(found[0])
 
     def dagman_submit(self, dag: Path) -> Any:
         """The DAGMan job's submit description, independent of this process's working directory and of
@@ -368,12 +400,7 @@ class HTCondorBackend(ComputeBackend):
             )
         self._hand_over(spec)
         sub = self.dagman_submit(dag)
-        try:
-            schedd = self._schedd()
-        except Exception as err:  # no collector or no schedd: a wait for the campaign, not a failure
-            raise ServiceUnavailableError(
-                f"the HTCondor schedd ({self.settings.schedd}) cannot be reached: {err}".rstrip(": ")
-            ) from err
+        schedd = self._schedd()  # no collector or no schedd: a wait for the campaign, not a failure
         try:
             result = schedd.submit(sub)
         except Exception as err:  # the bindings raise HTCondorException and plain RuntimeErrors
