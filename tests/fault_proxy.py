@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -132,3 +134,53 @@ def _close(s: socket.socket) -> None:
     except OSError:
         pass
     s.close()
+
+
+class ProcessProxy:
+    """The same proxy in a process of its own, started and killed: for clients whose calls hold the
+    GIL while they wait (the HTCondor bindings), which would starve a proxy thread in their process."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def is_up(self) -> bool:
+        return self._proc is not None
+
+    def up(self) -> ProcessProxy:
+        if self._proc is not None:
+            return self
+        host, port = self.upstream
+        args = [sys.executable, "-m", "tests.fault_proxy", host, str(port), str(self.port)]
+        self._proc = subprocess.Popen(args)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"proxy on port {self.port} did not start")
+
+    def down(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.fault_proxy UPSTREAM_HOST UPSTREAM_PORT PORT``: forward until killed."""
+    proxy = FaultProxy(argv[0], int(argv[1]))
+    proxy.port = int(argv[2])
+    proxy.up()
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

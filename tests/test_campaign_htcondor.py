@@ -16,14 +16,14 @@ from drp.campaign import CampaignDriver
 from drp.campaign_config import load_campaign
 from science.synth import generate_release
 from sites.catalogue import load_catalogue
-from tests.fault_proxy import FaultProxy
+from tests.fault_proxy import ProcessProxy
 from tests.test_local_backend import CFG
 from transfer.checksum import adler32_file
 
 
 def test_campaign_with_one_site_on_htcondor(condor_pool: Any, condor_workspace: Path) -> None:
     tmp = condor_workspace
-    collector = FaultProxy("127.0.0.1", 9618).up()
+    collector = ProcessProxy("127.0.0.1", 9618).up()
     generate_release(CFG, tmp / "ncsa")
     (tmp / "in2p3").mkdir()
     (tmp / "sites.toml").write_text(
@@ -88,7 +88,7 @@ poll_seconds = 0.5
     try:
         result = driver.run(max_ticks=600, on_tick=on_tick)
     finally:
-        collector.up()
+        collector.down()
     assert len(waits) == 2 and all("HTCondor collector" in w and "cannot be reached" in w for w in waits), (
         waits
     )

@@ -64,8 +64,6 @@ from .base import (
 from .htcondor_events import DagmanEnd, EventAttempt, dagman_outcome, read_event_log, rescued
 from .local import completed
 
-LOCATE_TIMEOUT_S = 30.0  # a collector that accepts connections but does not answer
-
 NODES_LOG = "nodes.log"
 MEMORY_FILE = "memory.json"
 SUBMITTED_FILE = "submitted.json"
@@ -278,9 +276,7 @@ class HTCondorBackend(ComputeBackend):
 
     def _schedd(self) -> Any:
         """The schedd, located through the collector; ServiceUnavailableError when the collector is not
-        there or does not answer in time (the bindings block for minutes on a dead collector)."""
-        import threading
-
+        there (checked over TCP first: the bindings can block a long time on a dead address)."""
         import htcondor2
 
         where = self.settings.schedd
@@ -291,25 +287,11 @@ class HTCondorBackend(ComputeBackend):
                 raise ServiceUnavailableError(
                     f"the HTCondor collector at {where} cannot be reached: {reach.detail}"
                 )
-        found: list[Any] = []
-        failed: list[BaseException] = []
-
-        def locate() -> None:
-            try:
-                found.append(self._locate())
-            except Exception as err:
-                failed.append(err)
-
-        worker = threading.Thread(target=locate, daemon=True)  # left behind if it never returns
-        worker.start()
-        worker.join(LOCATE_TIMEOUT_S)
-        if failed:
-            raise ServiceUnavailableError(f"the HTCondor schedd ({where}) cannot be located: {failed[0]}")
-        if not found:
-            raise ServiceUnavailableError(
-                f"the HTCondor collector at {where} did not answer within {LOCATE_TIMEOUT_S:g} s"
-            )
-        return htcondor2.Schedd(found[0])
+        try:
+            ad = self._locate()  # bounded by HTCondor's own query time-out (the call holds the GIL)
+        except Exception as err:
+            raise ServiceUnavailableError(f"the HTCondor schedd ({where}) cannot be located: {err}") from err
+        return htcondor2.Schedd(ad)
 
     def dagman_submit(self, dag: Path) -> Any:
         """The DAGMan job's submit description, independent of this process's working directory and of
