@@ -64,8 +64,9 @@ def campaign_tick(
 ) -> None:
     """Do one bounded, idempotent step and exit (for cron). A tick already running makes this one exit 0
     with a message. Exit 0 done, 3 in progress (also: waiting for a service that cannot be reached; the
-    ticks back off), 1 failed. With --push-gateway/--textfile the campaign's metrics and the tick's
-    duration and outcome reach Prometheus although the process exits."""
+    ticks back off), 1 failed, 2 a configuration error or the bookkeeping database cannot be reached.
+    With --push-gateway/--textfile the campaign's metrics and the tick's duration and outcome reach
+    Prometheus although the process exits."""
     from drp.locking import CampaignBusy
     from instrumentation.exporter import TickMetrics
 
