@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from bookkeeping import files as filedb
 from bookkeeping.campaigns import ValidationRow
 from bookkeeping.files import FileRow
-from common.temporaries import temp_path
+from common.temporaries import sweep, temp_path
 from science.crossval import TractComparison, compare_tract
 from science.thresholds import ValidationSection
 from sites.catalogue import SiteConfig
@@ -118,6 +118,9 @@ def keep_evidence(
 ) -> int:
     """Copy the site's own overlap outputs to their evidence names and catalogue them at the site;
     idempotent (a kept file already catalogued is left alone). Returns how many were kept now."""
+    kept_root = evidence_root(root, release, site)
+    if kept_root.is_dir():
+        sweep(kept_root)  # what a copy killed half-way left behind
     wanted = {evidence_name(release, site, n): n for n in names if (root / n).is_file()}
     known = filedb.known_names(session, list(wanted))
     rows = []
