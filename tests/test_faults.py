@@ -31,7 +31,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, pristine: Path) -> tuple
     """An uninterrupted run: its directory and its books."""
     base = tmp_path_factory.mktemp("reference")
     driver = _setup(base, pristine)
-    assert driver.run(max_ticks=300).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
     snapshot = _snapshot(driver.db)
     driver.db.dispose()
     return base, snapshot
@@ -99,14 +99,14 @@ def test_destination_out_of_space_fails_by_name_then_retry_completes(
         ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "satdrp-enospc", str(dest)], check=True
     )
     try:
-        final = driver.run(max_ticks=300)
+        final = driver.run(max_ticks=2000)
         assert final.after == "FAILED" and "No space left on device" in final.message, final
         assert "STUCK" in final.message and "in2p3" in final.message
         hidden = [p for p in dest.rglob(".*") if p.is_file()]
         assert not hidden, hidden  # partial copies removed
         subprocess.run(["mount", "-o", "remount,size=512m", str(dest)], check=True)
         assert "back to REPLICATING" in driver.retry()
-        assert driver.run(max_ticks=300).after == "DONE"
+        assert driver.run(max_ticks=2000).after == "DONE"
         _assert_like_reference(tmp_path, driver, reference)
     finally:
         driver.db.dispose()
@@ -142,7 +142,7 @@ def test_corrupted_job_report_is_recorded_and_the_job_run_again(
         reports = sorted((tmp_path / "in2p3").glob("tiny/jobs/calibrate/*.json"))
     victim = reports[0]
     victim.write_text('["valid JSON, not a report"]')
-    assert driver.run(max_ticks=300).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
     _assert_like_reference(tmp_path, driver, reference)
     with driver.db.session() as s:
         payloads = (
@@ -167,6 +167,6 @@ def test_half_written_output_of_a_dead_writer_is_swept(
     out_dir.mkdir(parents=True, exist_ok=True)
     leftover = out_dir / f".visit001000.fits.part-p{dead.pid}@{socket.gethostname()}"
     leftover.write_bytes(b"SIMPLE  =                    T" + b"\0" * 1000)
-    assert driver.run(max_ticks=300).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
     assert not leftover.exists()
     _assert_like_reference(tmp_path, driver, reference)

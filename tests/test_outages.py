@@ -98,7 +98,7 @@ def test_rucio_away_twice_mid_campaign_waits_backs_off_and_finishes(
                 proxy.up()
 
     try:
-        final = driver.run(max_ticks=300, on_tick=on_tick)
+        final = driver.run(max_ticks=2000, on_tick=on_tick)
     finally:
         proxy.up()
     assert final.after == "DONE", final
@@ -198,7 +198,7 @@ def test_bookkeeping_away_mid_campaign_exits_2_and_resumes(
         final = None
         for _ in range(5):
             try:
-                final = driver.run(max_ticks=300, on_tick=cut_once)
+                final = driver.run(max_ticks=2000, on_tick=cut_once)
                 break
             except DatabaseUnavailableError:
                 continue  # the cron's next tick

@@ -49,7 +49,7 @@ def test_a_band_missing_at_one_site_fails_the_campaign_by_name_then_retry(
     assert json.loads(rows[0][2])["band"] == "r"
     pq.write_table(good, path)
     assert "back to VALIDATING" in driver.retry()
-    assert driver.run(max_ticks=100).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
 
 
 def test_three_sites_compare_every_pair(tmp_path: Path, pristine: Path) -> None:  # noqa: F811
@@ -72,7 +72,7 @@ def test_three_sites_compare_every_pair(tmp_path: Path, pristine: Path) -> None:
     db.upgrade()
     driver = CampaignDriver(db, cfg, load_catalogue(cfg.sites_path))
     driver.create()
-    assert driver.run(max_ticks=300).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
     with db.session() as s:
         pairs = set(s.execute(text("SELECT DISTINCT sites FROM validations")).scalars())
     assert pairs == {"ncsa,in2p3", "ncsa,ral", "in2p3,ral"}
@@ -95,7 +95,7 @@ def test_each_sites_overlap_outputs_are_kept_and_validation_runs_again_on_a_done
     own = pq.read_table(tmp_path / "in2p3" / name)
     marked = own.replace_schema_metadata({**(own.schema.metadata or {}), b"made_at": b"in2p3"})
     pq.write_table(marked, tmp_path / "in2p3" / name)  # same numbers: validation passes
-    assert driver.run(max_ticks=200).after == "DONE"
+    assert driver.run(max_ticks=2000).after == "DONE"
     kept = f"tiny/crossval/in2p3/{name}"
     assert b"made_at" not in (pq.read_schema(tmp_path / "in2p3" / name).metadata or {})  # the lead's now
     for site in ("in2p3", "ncsa"):  # the kept copy, catalogued and replicated
