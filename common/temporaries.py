@@ -94,19 +94,24 @@ def process_started(pid: int) -> float | None:
     return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether the kernel has a process ``pid`` (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_alive(pid: int, since: float) -> bool:
     """Is ``pid`` a process of this host that existed when a file was last written at ``since``? (a
     pid reused by a later process is not the writer)."""
     try:
         started = process_started(pid)
     except (OSError, ValueError, IndexError, StopIteration):  # no /proc: ask the kernel, pid only
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(pid)
     return started is not None and started <= since + 1.0
 
 

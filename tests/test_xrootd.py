@@ -15,11 +15,12 @@ import pytest
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow
 from bookkeeping.states import ReplicaState, RuleState
-from sites.catalogue import parse_catalogue
+from sites.catalogue import SiteCatalogue, parse_catalogue
 from tests.xrootd_server import XRootDServer
 from transfer.engine import TransferEngine
 from transfer.movers.base import FailureKind, Outcome, TransferRequest
 from transfer.movers.xrootd import XRootDMover, XRootDSettings
+from transfer.replication.base import RuleInfo
 from transfer.replication.embedded import EmbeddedBackend
 
 
@@ -104,28 +105,36 @@ def test_server_down_is_unreachable_not_a_failed_attempt(
     assert "Connection error" in sub.result.message and url in sub.result.message
 
 
-def test_rule_between_xrootd_sites(db: Database, sites: tuple[XRootDServer, XRootDServer, str]) -> None:
-    src, dst, tag = sites
+def _rule_world(
+    db: Database, src: XRootDServer, dst: XRootDServer, tag: str, transfer: dict[str, object], size: int
+) -> tuple[SiteCatalogue, EmbeddedBackend, list[FileRow], RuleInfo]:
+    """Two files planted at ncsa's server and a rule sending them to in2p3's."""
     cat = parse_catalogue(
         {
             "site": [
                 {"name": "ncsa", "role": "lead", "share": 0.5, "storage": src.url},
                 {"name": "in2p3", "role": "satellite", "share": 0.5, "storage": dst.url},
             ],
-            "transfer": {"retries": 1, "backoff_s": 0},
+            "transfer": transfer,
         },
         "test",
     )
-    assert cat.link("ncsa", "in2p3").mover == "xrootd"
     rows = []
     for i in range(2):
-        data = os.urandom(30_000 + i)
+        data = os.urandom(size + i)
         _plant(src, f"{tag}/raw/f{i}.fits", data)
         rows.append(FileRow(f"{tag}/raw/f{i}.fits", len(data), _adler(data)))
     backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
     with db.session() as s:
         backend.register(s, f"{tag}:raw", rows, "ncsa")
         rule = backend.add_rule(s, f"{tag}:raw", "site=in2p3")
+    return cat, backend, rows, rule
+
+
+def test_rule_between_xrootd_sites(db: Database, sites: tuple[XRootDServer, XRootDServer, str]) -> None:
+    src, dst, tag = sites
+    cat, backend, rows, rule = _rule_world(db, src, dst, tag, {"retries": 1, "backoff_s": 0}, 30_000)
+    assert cat.link("ncsa", "in2p3").mover == "xrootd"
     engine = TransferEngine(db, cat, backend)
     report = engine.run(max_seconds=120)
     engine.close()
@@ -150,29 +159,12 @@ def test_destination_server_away_then_back(
     os.chmod(tmp_path, 0o755)
     dst = XRootDServer("away", tmp_path / "away").start()
     try:
-        cat = parse_catalogue(
-            {
-                "site": [
-                    {"name": "ncsa", "role": "lead", "share": 0.5, "storage": src.url},
-                    {"name": "in2p3", "role": "satellite", "share": 0.5, "storage": dst.url},
-                ],
-                "transfer": {
-                    "retries": 1,
-                    "backoff_s": 0,
-                    "link": [{"source": "*", "dest": "*", "mover": "xrootd", "stream_error_window_s": 1}],
-                },
-            },
-            "test",
-        )
-        rows = []
-        for i in range(2):
-            data = os.urandom(20_000 + i)
-            _plant(src, f"{tag}/raw/f{i}.fits", data)
-            rows.append(FileRow(f"{tag}/raw/f{i}.fits", len(data), _adler(data)))
-        backend = EmbeddedBackend(EmbeddedBackend.Settings(), cat)
-        with db.session() as s:
-            backend.register(s, f"{tag}:raw", rows, "ncsa")
-            rule = backend.add_rule(s, f"{tag}:raw", "site=in2p3")
+        transfer = {
+            "retries": 1,
+            "backoff_s": 0,
+            "link": [{"source": "*", "dest": "*", "mover": "xrootd", "stream_error_window_s": 1}],
+        }
+        cat, backend, rows, rule = _rule_world(db, src, dst, tag, transfer, 20_000)
         dst.stop()
         engine = TransferEngine(db, cat, backend)
         try:

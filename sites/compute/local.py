@@ -36,6 +36,7 @@ from pydantic import Field
 
 from common.atomic import write_json_atomic
 from common.probes import Health, Probe
+from common.temporaries import pid_exists
 from instrumentation.profiler import JobReport, Profiler, Running, open_attempt, read_report, reap
 from science.layout import Layout
 from science.workflow import Node, WorkflowSpec
@@ -368,12 +369,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_exists(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie (our own detached child, not yet reaped) is not alive
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
