@@ -24,6 +24,8 @@ PORT = 9618
 
 # Per-run settings: intervals shortened so that a DAG of short jobs takes seconds, not minutes
 # (defaults: negotiator 60 s, starter updates 300 s, periodic expressions 60 s, DAGMan log scan 5 s).
+# Static slots, one per CPU: a partitionable slot's leftovers are claimed by the schedd, which then only
+# reuses the dynamic slots it already has, so on a slow machine a DAG ran two jobs at a time on four.
 POOL_CONFIG = """\
 # written by tests/htcondor_pool.py at start
 NUM_CPUS = {cpus}
@@ -41,9 +43,9 @@ UPDATE_INTERVAL = 2
 DAGMAN_USER_LOG_SCAN_INTERVAL = 1
 JOB_START_DELAY = 0
 JOB_START_COUNT = 10
-SLOT_TYPE_1 = cpus=100%, memory=100%
-SLOT_TYPE_1_PARTITIONABLE = True
-NUM_SLOTS_TYPE_1 = 1
+SLOT_TYPE_1 = cpus=1, memory={slot_memory_mb}
+SLOT_TYPE_1_PARTITIONABLE = False
+NUM_SLOTS_TYPE_1 = {cpus}
 """
 
 CLIENT_CONFIG = """\
@@ -150,7 +152,9 @@ class CondorPool:
                 p = p.parent
         shutil.copy("/etc/hosts", CHROOT / "etc/hosts")
         (CHROOT / "etc/condor/config.d/99-satdrp-tests.conf").write_text(
-            POOL_CONFIG.format(cpus=self.cpus, memory_mb=self.memory_mb)
+            POOL_CONFIG.format(
+                cpus=self.cpus, memory_mb=self.memory_mb, slot_memory_mb=self.memory_mb // self.cpus
+            )
         )
         self.run(
             "sh",
