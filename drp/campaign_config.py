@@ -11,13 +11,9 @@ Example::
     [split]
     overlap = [0, 5]                # tracts processed at every site, then cross-validated
 
-    [validation]                    # overlap cross-validation thresholds
-    min_match_fraction = 0.95
-    max_position_rms_arcsec = 0.05
-    max_flux_pull_rms = 1.5
-    max_flux_pull_median = 0.3
-    max_flux_bias_mmag = 5.0
-    max_coadd_chi2 = 1.5
+    [validation]                    # overlap cross-validation (science/thresholds.py)
+    mode = "identical"              # same code, same inputs: a clean comparison is exactly zero
+    identical_tolerance_sigma = 0.001
 
     [ticks]                         # how much one `drp campaign tick` may do
     transfer_seconds = 60

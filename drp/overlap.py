@@ -90,14 +90,18 @@ def compare_overlap(
     return out
 
 
+def _finite(x: float) -> float | None:
+    return x if x == x and abs(x) != float("inf") else None
+
+
 def validation_rows(result: TractComparison) -> list[ValidationRow]:
     return [
         ValidationRow(
             tract=result.tract,
             sites=",".join(result.sites),
             quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
-            value=c.value if c.value == c.value and abs(c.value) != float("inf") else None,
-            threshold=c.limit,
+            value=_finite(c.value),
+            threshold=_finite(c.limit),
             passed=c.passed,
             details=json.dumps({"detail": c.detail, "band": c.band}),
         )

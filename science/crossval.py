@@ -33,30 +33,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from science.crossval_coadd import compare_coadds
+from science.crossval_limits import Check, Limits
 from science.layout import Layout
-from science.pipeline.common import match_positions, read_exposure
+from science.pipeline.common import match_positions
 from science.thresholds import ValidationSection
 
-POSITION_COLUMNS = ("ra", "dec")
+POSITION_COLUMNS = ("ra", "dec", "coord_err")
 BAND_COLUMNS = ("{band}_psfFlux", "{band}_psfFluxErr", "{band}_flag_psf")
-
-
-@dataclass(frozen=True)
-class Check:
-    quantity: str
-    band: str | None
-    value: float
-    limit: float
-    passed: bool
-    detail: str = ""
-
-    def describe(self, tract: int, sites: tuple[str, str]) -> str:
-        what = f"{self.quantity}[{self.band}]" if self.band else self.quantity
-        verdict = "ok" if self.passed else "FAILED"
-        return (
-            f"tract {tract} {sites[0]} vs {sites[1]}: {what} = {self.value:.4g} "
-            f"(limit {self.limit:g}) {verdict}" + (f": {self.detail}" if self.detail else "")
-        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +71,18 @@ def _primary(table: pa.Table) -> dict[str, NDArray[Any]]:
     return {name: np.asarray(t[name]) for name in t.column_names}
 
 
+def _weighted_offset(d: NDArray[Any], sigma: NDArray[Any]) -> tuple[float, float]:
+    """(weighted mean of d, its standard error) for differences d with errors sigma."""
+    w = 1.0 / sigma**2
+    total = float(np.sum(w))
+    return float(np.sum(w * d)) / total, 1.0 / math.sqrt(total)
+
+
+def _missing_columns(sites: tuple[str, str], cols: tuple[Any, Any], names: Sequence[str]) -> str:
+    absent = {site: [c for c in names if c not in have] for site, have in zip(sites, cols, strict=True)}
+    return "; ".join(f"{site} lacks {', '.join(c)}" for site, c in absent.items() if c)
+
+
 def compare_objects(
     a: pa.Table,
     b: pa.Table,
@@ -95,164 +91,120 @@ def compare_objects(
     sites: tuple[str, str] = ("a", "b"),
 ) -> tuple[list[Check], int, dict[str, list[float]]]:
     """Checks on two object tables of one tract; returns (checks, matched count, pulls per band)."""
-    lacking = {
-        site: [c for c in POSITION_COLUMNS if c not in t.column_names]
-        for site, t in zip(sites, (a, b), strict=True)
-    }
-    if any(lacking.values()):
-        why = "; ".join(f"{site} lacks {', '.join(cols)}" for site, cols in lacking.items() if cols)
+    lim = Limits(cfg)
+    why = _missing_columns(sites, (a.column_names, b.column_names), POSITION_COLUMNS)
+    if why:
         return [Check("object_table", None, float("nan"), 0.0, False, why)], 0, {}
     ca, cb = _primary(a), _primary(b)
     na, nb = len(ca["ra"]), len(cb["ra"])
     ia, ib = match_positions(ca["ra"], ca["dec"], cb["ra"], cb["dec"], cfg.match_radius_arcsec)
     checks: list[Check] = []
     frac = len(ia) / max(na, nb) if max(na, nb) else 0.0
+    frac_limit = lim.fraction(cfg.min_match_fraction, 1.0)
     checks.append(
         Check(
             "match_fraction",
             None,
             frac,
-            cfg.min_match_fraction,
-            frac >= cfg.min_match_fraction,
+            frac_limit,
+            frac >= frac_limit,
             f"{sites[0]} {na} objects, {sites[1]} {nb}, {len(ia)} matched",
         )
     )
     if len(ia) == 0:
         return checks, 0, {}
-    cosd = math.cos(math.radians(float(np.mean(ca["dec"][ia]))))
-    dra = ((ca["ra"][ia] - cb["ra"][ib] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
-    ddec = (ca["dec"][ia] - cb["dec"][ib]) * 3600.0
-    rms = float(math.sqrt(np.mean(np.concatenate([dra, ddec]) ** 2)))
-    checks.append(
-        Check(
-            "position_rms_arcsec", None, rms, cfg.max_position_rms_arcsec, rms <= cfg.max_position_rms_arcsec
-        )
-    )
+    checks += _position_checks(ca, cb, ia, ib, lim)
     pulls_by_band: dict[str, list[float]] = {}
     flag_diff = np.zeros(len(ia), dtype=bool)
     for band in bands:
-        absent = {
-            site: [c.format(band=band) for c in BAND_COLUMNS if c.format(band=band) not in cols]
-            for site, cols in zip(sites, (ca, cb), strict=True)
-        }
-        if any(absent.values()):
-            why = "; ".join(f"{site} lacks {', '.join(cols)}" for site, cols in absent.items() if cols)
+        why = _missing_columns(sites, (ca, cb), [c.format(band=band) for c in BAND_COLUMNS])
+        if why:
             checks.append(Check("columns", band, float("nan"), 0.0, False, why))
             continue
-        f1, f2 = ca[f"{band}_psfFlux"][ia], cb[f"{band}_psfFlux"][ib]
-        e1, e2 = ca[f"{band}_psfFluxErr"][ia], cb[f"{band}_psfFluxErr"][ib]
-        g1, g2 = ca[f"{band}_flag_psf"][ia], cb[f"{band}_flag_psf"][ib]
-        flag_diff |= np.asarray(g1, dtype=bool) != np.asarray(g2, dtype=bool)
-        ok = (
-            np.isfinite(f1)
-            & np.isfinite(f2)
-            & (e1 > 0)
-            & (e2 > 0)
-            & ~np.asarray(g1, bool)
-            & ~np.asarray(g2, bool)
-        )
-        pulls = (f1[ok] - f2[ok]) / np.sqrt(e1[ok] ** 2 + e2[ok] ** 2)
+        g1 = np.asarray(ca[f"{band}_flag_psf"][ia], dtype=bool)
+        g2 = np.asarray(cb[f"{band}_flag_psf"][ib], dtype=bool)
+        flag_diff |= g1 != g2
+        band_checks, pulls = _flux_checks(ca, cb, ia, ib, band, ~g1 & ~g2, lim, sites)
+        checks += band_checks
         pulls_by_band[band] = [float(p) for p in pulls]
-        p_rms = float(math.sqrt(np.mean(pulls**2))) if len(pulls) else float("nan")
-        p_med = float(np.median(pulls)) if len(pulls) else float("nan")
-        none = "" if len(pulls) else "no object with finite, unflagged fluxes at both sites"
-        checks.append(
-            Check(
-                "flux_pull_rms",
-                band,
-                p_rms,
-                cfg.max_flux_pull_rms,
-                bool(p_rms <= cfg.max_flux_pull_rms),
-                none,
-            )
-        )
-        checks.append(
-            Check(
-                "flux_pull_median",
-                band,
-                p_med,
-                cfg.max_flux_pull_median,
-                bool(abs(p_med) <= cfg.max_flux_pull_median),
-                none,
-            )
-        )
-        bright = ok & (f1 / np.where(e1 > 0, e1, np.inf) >= cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
-        if bright.any():
-            bias = float(np.median(-2.5 * np.log10(f1[bright] / f2[bright])) * 1000.0)
-            checks.append(
-                Check(
-                    "flux_bias_mmag",
-                    band,
-                    bias,
-                    cfg.max_flux_bias_mmag,
-                    abs(bias) <= cfg.max_flux_bias_mmag,
-                    f"{int(bright.sum())} objects with S/N >= {cfg.bias_min_snr:g}; "
-                    f"positive: {sites[0]} fainter",
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    "flux_bias_mmag",
-                    band,
-                    float("nan"),
-                    cfg.max_flux_bias_mmag,
-                    True,
-                    f"not measured: no matched object with S/N >= {cfg.bias_min_snr:g}",
-                )
-            )
     flags = float(np.mean(flag_diff))
-    checks.append(
-        Check(
-            "flag_mismatch_fraction",
-            None,
-            flags,
-            cfg.max_flag_mismatch_fraction,
-            flags <= cfg.max_flag_mismatch_fraction,
-        )
-    )
+    flag_limit = lim.fraction(cfg.max_flag_mismatch_fraction, 0.0)
+    checks.append(Check("flag_mismatch_fraction", None, flags, flag_limit, flags <= flag_limit))
     return checks, len(ia), pulls_by_band
 
 
-def compare_coadds(
-    pairs: Sequence[tuple[int, str, Path, Path]], cfg: ValidationSection, sites: tuple[str, str] = ("a", "b")
+def _position_checks(
+    ca: dict[str, NDArray[Any]], cb: dict[str, NDArray[Any]], ia: NDArray[Any], ib: NDArray[Any], lim: Limits
 ) -> list[Check]:
-    """One ``coadd_chi2`` check per band over the (patch, band, path at site a, path at site b) pairs."""
-    sums: dict[str, list[float]] = {}
-    missing: dict[str, list[str]] = {}
-    for patch, band, pa_, pb_ in pairs:
-        absent = [s for s, p in zip(sites, (pa_, pb_), strict=True) if not p.is_file()]
-        if absent:
-            missing.setdefault(band, []).append(f"patch {patch} missing at {', '.join(absent)}")
-            continue
-        ea, eb = read_exposure(pa_), read_exposure(pb_)
-        if ea.image.shape != eb.image.shape:
-            missing.setdefault(band, []).append(
-                f"patch {patch}: shapes {ea.image.shape} and {eb.image.shape} differ"
-            )
-            continue
-        va, vb = ea.variance.astype(np.float64), eb.variance.astype(np.float64)
-        ok = np.isfinite(va) & np.isfinite(vb) & (va + vb > 0) & np.isfinite(ea.image) & np.isfinite(eb.image)
-        d = ea.image.astype(np.float64)[ok] - eb.image.astype(np.float64)[ok]
-        acc = sums.setdefault(band, [0.0, 0.0])
-        acc[0] += float(np.sum(d * d / (va[ok] + vb[ok])))
-        acc[1] += float(ok.sum())
-    checks = []
-    for band in sorted(set(sums) | set(missing)):
-        total, n = sums.get(band, [0.0, 0.0])
-        chi2 = total / n if n else float("inf")
-        problems = missing.get(band, [])
-        checks.append(
-            Check(
-                "coadd_chi2",
-                band,
-                chi2,
-                cfg.max_coadd_chi2,
-                not problems and chi2 <= cfg.max_coadd_chi2,
-                "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
-            )
+    """Position pulls (differences over the combined centroid errors): their rms and a mean offset."""
+    cosd = math.cos(math.radians(float(np.mean(ca["dec"][ia]))))
+    dra = ((ca["ra"][ia] - cb["ra"][ib] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+    ddec = (ca["dec"][ia] - cb["dec"][ib]) * 3600.0
+    floor = 0.0 if lim.identical else lim.cfg.astrometric_floor_mas / 1000.0  # both sites' calibrations
+    sigma = np.sqrt(ca["coord_err"][ia] ** 2 + cb["coord_err"][ib] ** 2 + 2 * floor**2)
+    ok = np.isfinite(sigma) & (sigma > 0) & np.isfinite(dra) & np.isfinite(ddec)
+    n = int(ok.sum())
+    if n == 0:
+        why = "no matched object with a finite, positive coord_err at both sites"
+        return [Check("position_pull_rms", None, float("nan"), 0.0, False, why)]
+    dra, ddec, sigma = dra[ok], ddec[ok], sigma[ok]
+    rms = float(math.sqrt(np.mean((dra / sigma) ** 2 + (ddec / sigma) ** 2) / 2))
+    (mx, ex), (my, ey) = _weighted_offset(dra, sigma), _weighted_offset(ddec, sigma)
+    offset = max(abs(mx) / ex, abs(my) / ey) / math.sqrt(n)  # in units of one object's noise
+    shift = f"mean shift ({mx * 1000:+.3g} ± {ex * 1000:.2g}, {my * 1000:+.3g} ± {ey * 1000:.2g}) mas"
+    return [
+        Check("position_pull_rms", None, rms, lim.rms(2 * n), rms <= lim.rms(2 * n), f"{n} objects"),
+        Check("position_offset", None, offset, lim.mean(n), offset <= lim.mean(n), shift),
+    ]
+
+
+def _flux_checks(
+    ca: dict[str, NDArray[Any]],
+    cb: dict[str, NDArray[Any]],
+    ia: NDArray[Any],
+    ib: NDArray[Any],
+    band: str,
+    unflagged: NDArray[Any],
+    lim: Limits,
+    sites: tuple[str, str],
+) -> tuple[list[Check], NDArray[Any]]:
+    """PSF-flux pulls of one band: their rms, a relative (zero-point-like) offset and the bright-object
+    median Δmag."""
+    f1, f2 = ca[f"{band}_psfFlux"][ia], cb[f"{band}_psfFlux"][ib]
+    e1, e2 = ca[f"{band}_psfFluxErr"][ia], cb[f"{band}_psfFluxErr"][ib]
+    ok = np.isfinite(f1) & np.isfinite(f2) & (e1 > 0) & (e2 > 0) & unflagged
+    f1, f2, e1, e2 = f1[ok], f2[ok], e1[ok], e2[ok]
+    sigma = np.sqrt(e1**2 + e2**2)
+    pulls = (f1 - f2) / sigma
+    n = len(pulls)
+    if n == 0:
+        none = "no object with finite, unflagged fluxes at both sites"
+        return [Check("flux_pull_rms", band, float("nan"), 0.0, False, none)], pulls
+    rms = float(math.sqrt(np.mean(pulls**2)))
+    checks = [Check("flux_pull_rms", band, rms, lim.rms(n), rms <= lim.rms(n), f"{n} objects")]
+    mean_flux = 0.5 * (f1 + f2)
+    det = mean_flux > 5 * sigma  # a relative offset needs a flux well above its noise
+    if det.any():
+        rel, err = _weighted_offset((f1 - f2)[det] / mean_flux[det], sigma[det] / mean_flux[det])
+        m = int(det.sum())
+        offset = abs(rel) / err / math.sqrt(m)
+        detail = f"flux ratio offset {rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {m} objects (S/N > 5)"
+        checks.append(Check("flux_offset", band, offset, lim.mean(m), offset <= lim.mean(m), detail))
+    bright = (f1 / e1 >= lim.cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
+    if bright.any():
+        dmag = -2.5 * np.log10(f1[bright] / f2[bright]) * 1000.0
+        err_mmag = 1085.7 * float(np.median(sigma[bright] / mean_flux[bright]))
+        # the median of k values has √(π/2) times the error of their mean
+        limit = lim.mean(int(bright.sum())) * err_mmag * (1.0 if lim.identical else math.sqrt(math.pi / 2))
+        bias = float(np.median(dmag))
+        detail = (
+            f"{int(bright.sum())} objects with S/N >= {lim.cfg.bias_min_snr:g}; positive: {sites[0]} fainter"
         )
-    return checks
+        checks.append(Check("flux_bias_mmag", band, bias, limit, abs(bias) <= limit, detail))
+    else:
+        detail = f"not measured: no matched object with S/N >= {lim.cfg.bias_min_snr:g}"
+        checks.append(Check("flux_bias_mmag", band, float("nan"), float("nan"), True, detail))
+    return checks, pulls
 
 
 def compare_tract(

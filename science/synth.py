@@ -43,6 +43,7 @@ class ReleaseConfig(BaseModel):
 
     name: str = "dr-demo"
     seed: int = 2013
+    noise_seed: int | None = Field(default=None, description="the pixel noise's seed (default: seed)")
     skymap: SkyMapConfig = SkyMapConfig(
         tracts_x=2,
         tracts_y=2,
@@ -190,8 +191,8 @@ def _integrated_gaussian(offsets: NDArray[np.float64], sigma: float) -> NDArray[
 
 
 def render_visit(v: Visit, cfg: ReleaseConfig, truth: pa.Table) -> tuple[NDArray[np.float32], fits.Header]:
-
-    rng = np.random.default_rng([cfg.seed, 100, v.visit])
+    noise = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
+    rng = np.random.default_rng([noise, 100, v.visit])
     n = cfg.image_pix
     true_wcs = visit_wcs(v, cfg)
     scale = cfg.skymap.pixel_scale_arcsec

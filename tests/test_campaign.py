@@ -259,7 +259,7 @@ def test_missing_patch_at_one_site_fails_validation_by_name(tmp_path: Path, pris
     result = driver.tick()
     assert result.after == "FAILED"
     assert (
-        "tract 0 ncsa vs in2p3: coadd_chi2[g]" in result.message
+        "tract 0 ncsa vs in2p3: coadd_pull_rms[g]" in result.message
         and "patch 1 missing at in2p3" in result.message
     )
 

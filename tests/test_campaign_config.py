@@ -31,7 +31,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert cfg.split.overlap == (0, 5)
     assert cfg.sites_path == (tmp_path / "conf/sites.toml").resolve()
     assert cfg.workdir == (tmp_path / "drp-work").resolve()
-    assert cfg.validation.min_match_fraction == 0.9 and cfg.validation.max_coadd_chi2 == 1.5
+    assert cfg.validation.min_match_fraction == 0.9 and cfg.validation.mode == "identical"
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,7 @@ def test_good_file(tmp_path: Path) -> None:
         (GOOD.replace("overlap = [5, 0]", "overlap = [5, 5]"), "split.overlap", "listed twice"),
         (GOOD + "\n[ticks]\ntransfer_seconds = 0\n", "ticks.transfer_seconds", "greater than 0 (got 0)"),
         (GOOD.replace("min_match_fraction = 0.9", "min_match = 0.9"), "validation.min_match", "unknown key"),
+        (GOOD + 'mode = "loose"\n', "validation.mode", "'identical' or 'independent'"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, key: str | None, reason: str) -> None:

@@ -63,6 +63,7 @@ def coadd(
     var_num = np.zeros(shape, dtype=np.float64)
     psf: list[tuple[float, float, tuple[int, int, int, int]]] = []  # (sigma arcsec, weight, box)
     visits = []
+    ratio: list[tuple[float, float]] = []  # (weight, the warp's pixel-noise / variance-plane ratio)
     for path in warp_paths:
         w = read_patch_exposure(path, "warp", patch.tract, patch.index, shape, band)
         h = w.header
@@ -72,6 +73,7 @@ def coadd(
         if good.mean() <= cfg.min_covered_fraction or not good.any():
             continue
         weight = 1.0 / float(np.median(w.variance[good]))
+        ratio.append((weight, float(h.get("VARRATIO", 1.0))))
         num[good] += weight * w.image[good]
         den[good] += weight
         var_num[good] += weight**2 * w.variance[good]
@@ -99,6 +101,8 @@ def coadd(
     header["NINPUTS"] = (len(visits), "warps stacked")
     header["VISITS"] = ",".join(str(v) for v in visits)
     header["COVERED"] = (float(covered.mean()), "fraction of the patch with data")
+    if ratio:  # Σw²·v·r / Σw²·v with w = 1/v: the coadd's pixel noise over its variance plane
+        header["VARRATIO"] = (sum(w * r for w, r in ratio) / sum(w for w, _ in ratio), "noise / plane")
     header["PSF_FWHM"] = (fwhm, "weighted mean PSF FWHM (arcsec)")
     header["PSFNCOMP"] = (len(psf), "Gaussian components of the coadd PSF")
     for k, (sigma, wt, b) in enumerate(psf, start=1):

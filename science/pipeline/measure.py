@@ -202,6 +202,8 @@ def measure(
     x = np.where(bad_pos, objs["x"], x)
     y = np.where(bad_pos, objs["y"], y)
     ra, dec = patch.wcs.all_pix2world(x, y, 0)
+    pixel_arcsec = float(np.sqrt(abs(np.linalg.det(patch.wcs.pixel_scale_matrix)))) * 3600
+    centroid_scale = math.sqrt(2) * sigma_det * pixel_arcsec
     ra = np.asarray(ra) % 360.0
     tx, ty = x + patch.outer.x0, y + patch.outer.y0
     patch_inner = patch.inner.contains(tx, ty)
@@ -217,6 +219,8 @@ def measure(
         "x": tx,
         "y": ty,
         "detect_snr": np.asarray(objs["cpeak"], dtype=np.float64),
+        # centroid error per axis for a Gaussian PSF of sigma s at PSF S/N ν: √2·s/ν (arcsec)
+        "coord_err": centroid_scale / np.maximum(np.asarray(objs["cpeak"], float), 1e-3),
         "detect_flags": objs["flag"].astype(np.int32),
         "detect_isPatchInner": patch_inner,
         "detect_isTractInner": tract_inner,

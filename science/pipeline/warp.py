@@ -32,6 +32,7 @@ from science.pipeline.common import (
     provenance_header,
     read_exposure,
 )
+from science.resampling import resampling_variance
 from science.skymap import Patch
 
 CALEXP_KEYS = ("VISIT", "BAND", "EXPTIME", "PHOTOZP", "PSF_FWHM")
@@ -82,6 +83,7 @@ def warp(calexp_path: Path, patch: Patch, warp_path: Path, config: WarpConfig | 
     inside = (x >= -0.5) & (x <= vnx - 0.5) & (y >= -0.5) & (y <= vny - 0.5)
 
     image = np.zeros((ny, nx), dtype=np.float32)
+    var_ratio = 1.0
     variance = np.full((ny, nx), np.inf, dtype=np.float32)
     mask = np.full((ny, nx), MASK_NO_DATA, dtype=np.int16)
     if inside.any():
@@ -117,6 +119,8 @@ def warp(calexp_path: Path, patch: Patch, warp_path: Path, config: WarpConfig | 
         bad = (mask & MASK_UNUSABLE) != 0
         image[bad] = 0.0
         variance[bad] = np.inf
+        if (~bad).any():  # the spline smooths the noise: what is left per pixel, for the cross-validation
+            var_ratio = float(np.mean(resampling_variance(cfg.spline_order, x[~bad], y[~bad])))
     covered = float(((mask & MASK_UNUSABLE) == 0).mean())
 
     prov = provenance(
@@ -130,6 +134,7 @@ def warp(calexp_path: Path, patch: Patch, warp_path: Path, config: WarpConfig | 
     header["PATCH"] = patch.index
     header["BUNIT"] = "nJy"
     header["COVERED"] = (covered, "fraction of the patch with usable data")
+    header["VARRATIO"] = (var_ratio, "pixel noise var / variance plane")
     provenance_header(prov, header)
     write_fits_atomic(warp_path, Exposure(image, mask, variance, patch.wcs, header).hdus())
     return WarpResult(visit, band, patch.tract, patch.index, covered)
