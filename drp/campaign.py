@@ -435,13 +435,14 @@ class CampaignDriver:
     def validate_overlap(self) -> tuple[list[str], int]:
         """Compare every pair of processing sites on every overlap tract (their kept outputs once
         consolidation has begun) and record the results; returns (failures, comparisons)."""
-        from drp.overlap import compare_overlap, validation_rows
+        from drp.overlap import compare_overlap, record_path, validation_rows, write_record
 
         sites = self._processing_sites()
         results = compare_overlap(
             sites, self._reference(sites), self.release, self.cfg.split.overlap, self.cfg.validation
         )
         rows = [row for r in results for row in validation_rows(r)]
+        write_record(record_path(self.cfg.workdir, self.name), results, self.modes)
         with self.db.session() as session:
             campaigns.replace_validations(session, campaigns.get(session, self.name).id, rows)
         return [f for r in results for f in r.failures()], len(results)

@@ -17,12 +17,16 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from bookkeeping import files as filedb
 from bookkeeping.campaigns import ValidationRow
 from bookkeeping.files import FileRow
+from common.atomic import write_bytes_atomic
+from common.errors import InvalidInputError
+from common.permissions import Modes, make_dir
 from common.temporaries import sweep, temp_path
 from science.crossval import TractComparison, compare_tract
 from science.thresholds import ValidationSection
@@ -31,6 +35,31 @@ from transfer.checksum import adler32_file
 from transfer.replication.base import ReplicationBackend
 
 EVIDENCE = "crossval"
+RECORD_VERSION = 1
+
+
+def record_path(workdir: Path, campaign: str) -> Path:
+    """The last validation's results, samples included: what the report shows (tables, JSON, plots)."""
+    return workdir / "validation" / f"{campaign}.json"
+
+
+def write_record(path: Path, results: Sequence[TractComparison], modes: Modes) -> None:
+    make_dir(make_dir(path.parent.parent, modes) / path.parent.name, modes)
+    body = {"version": RECORD_VERSION, "comparisons": [r.to_record() for r in results]}
+    write_bytes_atomic(path, json.dumps(body, allow_nan=False).encode(), mode=modes.file)
+
+
+def read_record(path: Path) -> list[TractComparison] | None:
+    """The recorded comparisons, or None when the campaign was never validated."""
+    try:
+        body = json.loads(path.read_text())
+        return [TractComparison.from_record(d) for d in body["comparisons"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InvalidInputError(
+            f"{path}: unreadable validation record ({err}); run `drp campaign validate`"
+        ) from err
 
 
 def evidence_name(release: str, site: str, name: str) -> str:
@@ -92,6 +121,24 @@ def compare_overlap(
 
 def _finite(x: float) -> float | None:
     return x if x == x and abs(x) != float("inf") else None
+
+
+def report_rows(results: Sequence[TractComparison]) -> list[dict[str, Any]]:
+    """The checks as the report's table and report.json show them (the bookkeeping query's shape)."""
+    rows = [
+        {
+            "tract": r.tract,
+            "sites": ",".join(r.sites),
+            "quantity": row.quantity,
+            "value": row.value,
+            "limit": row.threshold,
+            "passed": row.passed,
+            **json.loads(row.details),
+        }
+        for r in results
+        for row in validation_rows(r)
+    ]
+    return sorted(rows, key=lambda v: (v["tract"], v["sites"], v["quantity"]))
 
 
 def validation_rows(result: TractComparison) -> list[ValidationRow]:

@@ -50,7 +50,9 @@ class TractComparison:
     n_objects: tuple[int, int]
     n_matched: int
     checks: tuple[Check, ...]
-    pulls: dict[str, list[float]] = field(default_factory=dict, repr=False)  # for the report's histograms
+    # per-object figures for the report's plots, at most SAMPLE_LIMIT each: "ra", "dec", "dra_mas",
+    # "ddec_mas", "sigma_mas"; per band "pull[B]", "mag[B]", "dmag_mmag[B]", "sigma_mmag[B]"
+    samples: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -59,11 +61,52 @@ class TractComparison:
     def failures(self) -> list[str]:
         return [c.describe(self.tract, self.sites) for c in self.checks if not c.passed]
 
+    def pulls(self, band: str) -> list[float]:
+        return self.samples.get(f"pull[{band}]", [])
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("pulls")
+        d.pop("samples")
+        d["checks"] = [{k: _json_number(v) for k, v in c.items()} for c in d["checks"]]
         d["passed"] = self.passed
         return d
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, samples included, as JSON-ready values (non-finite numbers as null)."""
+        return {**self.to_dict(), "samples": self.samples}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> TractComparison:
+        nan = float("nan")
+        checks = tuple(
+            Check(
+                c["quantity"],
+                c["band"],
+                nan if c["value"] is None else float(c["value"]),
+                nan if c["limit"] is None else float(c["limit"]),
+                bool(c["passed"]),
+                c.get("detail", ""),
+            )
+            for c in d["checks"]
+        )
+        a, b = d["sites"]
+        na, nb = d["n_objects"]
+        samples = {k: [float(x) for x in v] for k, v in d.get("samples", {}).items()}
+        return cls(int(d["tract"]), (a, b), (int(na), int(nb)), int(d["n_matched"]), checks, samples)
+
+
+SAMPLE_LIMIT = 5000
+
+
+def _json_number(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _sample(columns: dict[str, NDArray[Any]]) -> dict[str, list[float]]:
+    """Every k-th object so that at most SAMPLE_LIMIT remain (the same ones in every column)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    step = max(1, math.ceil(n / SAMPLE_LIMIT))
+    return {k: [float(x) for x in np.asarray(v)[::step]] for k, v in columns.items()}
 
 
 def _primary(table: pa.Table) -> dict[str, NDArray[Any]]:
@@ -90,7 +133,7 @@ def compare_objects(
     cfg: ValidationSection,
     sites: tuple[str, str] = ("a", "b"),
 ) -> tuple[list[Check], int, dict[str, list[float]]]:
-    """Checks on two object tables of one tract; returns (checks, matched count, pulls per band)."""
+    """Checks on two object tables of one tract; returns (checks, matched count, samples)."""
     lim = Limits(cfg)
     why = _missing_columns(sites, (a.column_names, b.column_names), POSITION_COLUMNS)
     if why:
@@ -113,8 +156,8 @@ def compare_objects(
     )
     if len(ia) == 0:
         return checks, 0, {}
-    checks += _position_checks(ca, cb, ia, ib, lim)
-    pulls_by_band: dict[str, list[float]] = {}
+    position_checks, samples = _position_checks(ca, cb, ia, ib, lim)
+    checks += position_checks
     flag_diff = np.zeros(len(ia), dtype=bool)
     for band in bands:
         why = _missing_columns(sites, (ca, cb), [c.format(band=band) for c in BAND_COLUMNS])
@@ -124,18 +167,18 @@ def compare_objects(
         g1 = np.asarray(ca[f"{band}_flag_psf"][ia], dtype=bool)
         g2 = np.asarray(cb[f"{band}_flag_psf"][ib], dtype=bool)
         flag_diff |= g1 != g2
-        band_checks, pulls = _flux_checks(ca, cb, ia, ib, band, ~g1 & ~g2, lim, sites)
+        band_checks, band_samples = _flux_checks(ca, cb, ia, ib, band, ~g1 & ~g2, lim, sites)
         checks += band_checks
-        pulls_by_band[band] = [float(p) for p in pulls]
+        samples.update(band_samples)
     flags = float(np.mean(flag_diff))
     flag_limit = lim.fraction(cfg.max_flag_mismatch_fraction, 0.0)
     checks.append(Check("flag_mismatch_fraction", None, flags, flag_limit, flags <= flag_limit))
-    return checks, len(ia), pulls_by_band
+    return checks, len(ia), samples
 
 
 def _position_checks(
     ca: dict[str, NDArray[Any]], cb: dict[str, NDArray[Any]], ia: NDArray[Any], ib: NDArray[Any], lim: Limits
-) -> list[Check]:
+) -> tuple[list[Check], dict[str, list[float]]]:
     """Position pulls (differences over the combined centroid errors): their rms and a mean offset."""
     cosd = math.cos(math.radians(float(np.mean(ca["dec"][ia]))))
     dra = ((ca["ra"][ia] - cb["ra"][ib] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
@@ -146,16 +189,18 @@ def _position_checks(
     n = int(ok.sum())
     if n == 0:
         why = "no matched object with a finite, positive coord_err at both sites"
-        return [Check("position_pull_rms", None, float("nan"), 0.0, False, why)]
+        return [Check("position_pull_rms", None, float("nan"), 0.0, False, why)], {}
     dra, ddec, sigma = dra[ok], ddec[ok], sigma[ok]
     rms = float(math.sqrt(np.mean((dra / sigma) ** 2 + (ddec / sigma) ** 2) / 2))
     (mx, ex), (my, ey) = _weighted_offset(dra, sigma), _weighted_offset(ddec, sigma)
     offset = max(abs(mx) / ex, abs(my) / ey) / math.sqrt(n)  # in units of one object's noise
     shift = f"mean shift ({mx * 1000:+.3g} ± {ex * 1000:.2g}, {my * 1000:+.3g} ± {ey * 1000:.2g}) mas"
-    return [
+    checks = [
         Check("position_pull_rms", None, rms, lim.rms(2 * n), rms <= lim.rms(2 * n), f"{n} objects"),
         Check("position_offset", None, offset, lim.mean(n), offset <= lim.mean(n), shift),
     ]
+    where = {"ra": ca["ra"][ia][ok], "dec": ca["dec"][ia][ok]}
+    return checks, _sample({**where, "dra_mas": dra * 1e3, "ddec_mas": ddec * 1e3, "sigma_mas": sigma * 1e3})
 
 
 def _flux_checks(
@@ -167,7 +212,7 @@ def _flux_checks(
     unflagged: NDArray[Any],
     lim: Limits,
     sites: tuple[str, str],
-) -> tuple[list[Check], NDArray[Any]]:
+) -> tuple[list[Check], dict[str, list[float]]]:
     """PSF-flux pulls of one band: their rms, a relative (zero-point-like) offset and the bright-object
     median Δmag."""
     f1, f2 = ca[f"{band}_psfFlux"][ia], cb[f"{band}_psfFlux"][ib]
@@ -179,7 +224,7 @@ def _flux_checks(
     n = len(pulls)
     if n == 0:
         none = "no object with finite, unflagged fluxes at both sites"
-        return [Check("flux_pull_rms", band, float("nan"), 0.0, False, none)], pulls
+        return [Check("flux_pull_rms", band, float("nan"), 0.0, False, none)], {}
     rms = float(math.sqrt(np.mean(pulls**2)))
     checks = [Check("flux_pull_rms", band, rms, lim.rms(n), rms <= lim.rms(n), f"{n} objects")]
     mean_flux = 0.5 * (f1 + f2)
@@ -188,7 +233,7 @@ def _flux_checks(
         rel, err = _weighted_offset((f1 - f2)[det] / mean_flux[det], sigma[det] / mean_flux[det])
         m = int(det.sum())
         offset = abs(rel) / err / math.sqrt(m)
-        detail = f"flux ratio offset {rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {m} objects (S/N > 5)"
+        detail = f"mean Δmag {-rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {m} objects (S/N > 5)"
         checks.append(Check("flux_offset", band, offset, lim.mean(m), offset <= lim.mean(m), detail))
     bright = (f1 / e1 >= lim.cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
     if bright.any():
@@ -204,7 +249,18 @@ def _flux_checks(
     else:
         detail = f"not measured: no matched object with S/N >= {lim.cfg.bias_min_snr:g}"
         checks.append(Check("flux_bias_mmag", band, float("nan"), float("nan"), True, detail))
-    return checks, pulls
+    positive = (f1 > 0) & (f2 > 0)
+    samples = _sample({f"pull[{band}]": pulls})
+    samples.update(
+        _sample(
+            {
+                f"mag[{band}]": 31.4 - 2.5 * np.log10(mean_flux[positive]),  # AB, fluxes in nJy
+                f"dmag_mmag[{band}]": -2500 * np.log10(f1[positive] / f2[positive]),
+                f"sigma_mmag[{band}]": 1085.7 * sigma[positive] / mean_flux[positive],
+            }
+        )
+    )
+    return checks, samples
 
 
 def compare_tract(
@@ -233,12 +289,12 @@ def compare_tract(
         if table.num_rows == 0:
             unusable.append(f"{site}: {path} holds no object")
         tables.append(table)
-    pulls: dict[str, list[float]] = {}
+    samples: dict[str, list[float]] = {}
     matched, counts = 0, (0, 0)
     if unusable:
         checks = [Check("object_table", None, float("nan"), 0.0, False, "; ".join(unusable))]
     else:
-        checks, matched, pulls = compare_objects(tables[0], tables[1], bands, cfg, sites)
+        checks, matched, samples = compare_objects(tables[0], tables[1], bands, cfg, sites)
         counts = (_primary_count(tables[0]), _primary_count(tables[1]))
     pairs = [
         (p, b, roots[0] / layout.coadd(tract, p, b), roots[1] / layout.coadd(tract, p, b))
@@ -246,7 +302,7 @@ def compare_tract(
         for b in bands
     ]
     checks += compare_coadds(pairs, cfg, sites)
-    return TractComparison(tract, sites, counts, matched, tuple(checks), pulls)
+    return TractComparison(tract, sites, counts, matched, tuple(checks), samples)
 
 
 def _primary_count(table: pa.Table) -> int:

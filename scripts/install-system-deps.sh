@@ -24,6 +24,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+# headless Chromium: the report test loads the HTML page and checks its console and images
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0

@@ -71,7 +71,7 @@ def _failed(checks: list) -> set[tuple[str, str | None]]:
 
 def test_identical_tables_pass_with_zero_differences() -> None:
     t = _objects()
-    checks, matched, pulls = compare_objects(t, t, BANDS, CFG, ("ncsa", "in2p3"))
+    checks, matched, samples = compare_objects(t, t, BANDS, CFG, ("ncsa", "in2p3"))
     assert matched == 400 and all(c.passed for c in checks), checks
     assert {c.quantity for c in checks} >= {
         "match_fraction",
@@ -81,7 +81,9 @@ def test_identical_tables_pass_with_zero_differences() -> None:
         "flux_offset",
         "flux_bias_mmag",
     }
-    assert set(pulls) == set(BANDS) and max(abs(p) for p in pulls["g"]) == 0.0
+    assert {f"pull[{b}]" for b in BANDS} <= set(samples) and max(abs(p) for p in samples["pull[g]"]) == 0.0
+    assert len(samples["mag[r]"]) == len(samples["dmag_mmag[r]"]) == len(samples["sigma_mmag[r]"]) > 300
+    assert len(samples["ra"]) == len(samples["dra_mas"]) == 400
     assert all(c.value == 0.0 for c in checks if c.quantity != "match_fraction")
 
 

@@ -1,9 +1,11 @@
 """``drp campaign report``: one HTML page with PNG plots, and the same numbers as JSON.
 
-Three steps, each testable alone: :mod:`.data` gathers the numbers (bookkeeping's report queries and
-the science checks), :mod:`.figures` draws them (sky map by site with the overlap hatched, job wall
-time and peak memory, transfer throughput, accuracy against truth, overlap flux pulls), :mod:`.page`
-renders the Jinja2 template. Everything is written atomically under ``WORKDIR/reports/CAMPAIGN/``
+Three steps, each testable alone: :mod:`.data` gathers the numbers (bookkeeping's report queries,
+accuracy against truth, and the overlap validation as recorded: its checks table, report.json and
+plots all come from that one record), :mod:`.figures` draws them (sky map by site with the overlap
+hatched, job wall time and peak memory, transfer throughput, accuracy and completeness, overlap flux
+pulls, Δmag against magnitude, position difference vectors), :mod:`.page` renders the Jinja2
+template. Everything is written atomically under ``WORKDIR/reports/CAMPAIGN/``
 (``index.html``, ``*.png``, ``report.json``).
 """
 

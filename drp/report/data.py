@@ -36,8 +36,9 @@ class ReportData:
     validations: list[dict[str, Any]]
     accuracy: Any = None  # science.validate result, or None when it failed (see accuracy_error)
     accuracy_error: str | None = None
-    # per (tract, satellite): a science.crossval result, or a dict saying why the comparison failed
+    # per (tract, pair of sites): the recorded science.crossval results
     overlap: list[Any] = field(default_factory=list)
+    overlap_note: str = ""
     compute: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> role, share, back-end, where
 
     def site_stats(self) -> dict[str, dict[str, Any]]:
@@ -98,7 +99,8 @@ class ReportData:
             "accuracy": self.accuracy.to_dict()
             if self.accuracy is not None
             else {"error": self.accuracy_error},
-            "overlap": [r if isinstance(r, dict) else r.to_dict() for r in self.overlap],
+            "overlap": [r.to_dict() for r in self.overlap],
+            "overlap_source": self.overlap_note,
             "validations": self.validations,
             "images": images,
         }
@@ -139,7 +141,7 @@ def gather(db: Database, cfg: CampaignConfig, catalogue: SiteCatalogue) -> Repor
             "where": str(where),
         }
     _accuracy(data)
-    _overlap(data, cfg, catalogue)
+    _overlap(data, cfg)
     return data
 
 
@@ -152,16 +154,25 @@ def _accuracy(data: ReportData) -> None:
         data.accuracy_error = str(err)
 
 
-def _overlap(data: ReportData, cfg: CampaignConfig, catalogue: SiteCatalogue) -> None:
-    """Compare every pair of sites on the overlap, with each site's own (kept) outputs, the same way
-    the campaign did (the pulls go into a figure)."""
-    if not cfg.split.overlap or len(catalogue.sites) < 2:
-        return
-    from drp.overlap import compare_overlap
+def _overlap(data: ReportData, cfg: CampaignConfig) -> None:
+    """The last validation's recorded comparisons: the checks table, report.json and the plots all come
+    from them, so they agree with each other and with the campaign's state whatever happened to the
+    files since (`drp campaign validate` compares again and records anew)."""
+    from drp.overlap import read_record, record_path, report_rows
 
+    path = record_path(cfg.workdir, cfg.name)
     try:
-        data.overlap.extend(
-            compare_overlap(catalogue.sites, catalogue.lead, data.release, cfg.split.overlap, cfg.validation)
-        )
+        record = read_record(path)
     except DrpError as err:
-        data.overlap.append({"tract": None, "sites": [s.name for s in catalogue.sites], "error": str(err)})
+        data.overlap_note = str(err)
+        return
+    if record is None:
+        data.overlap_note = (
+            "no recorded validation: the campaign has not reached VALIDATING"
+            if data.validations == []
+            else f"the checks below come from the books; {path} is missing (run `drp campaign validate`)"
+        )
+        return
+    data.overlap.extend(record)
+    data.validations = report_rows(record)
+    data.overlap_note = f"recorded in {path.name}, {len(record)} comparisons"

@@ -141,25 +141,95 @@ def accuracy(data: ReportData) -> Any:
     return fig
 
 
+def _bands(data: ReportData) -> tuple[str, ...]:
+    return ReleaseContext(data.lead_root, data.release).bands
+
+
+def _label(res: Any) -> str:
+    return f"t{res.tract} {res.sites[0]}–{res.sites[1]}"
+
+
 def overlap(data: ReportData) -> Any:
-    """Flux pulls of matched objects between the lead and each satellite, per band."""
-    results = [r for r in data.overlap if not isinstance(r, dict)]
+    """Flux pulls of matched objects for every compared pair of sites, per band."""
     if not data.overlap:
         return None
-    bands = ReleaseContext(data.lead_root, data.release).bands
+    bands = _bands(data)
     fig = figure(9, 3.5)
     axes = fig.subplots(1, len(bands), squeeze=False)[0]
-    for res in results:
+    for res in data.overlap:
         for ax, band in zip(axes, bands, strict=True):
-            pulls = res.pulls.get(band, [])
+            pulls = res.pulls(band)
             if pulls:
-                label = f"t{res.tract} vs {res.sites[1]}"
-                ax.hist(np.clip(pulls, -5, 5), bins=41, range=(-5, 5), histtype="step", label=label)
+                ax.hist(np.clip(pulls, -5, 5), bins=41, range=(-5, 5), histtype="step", label=_label(res))
     for ax, band in zip(axes, bands, strict=True):
         ax.set_title(f"{band}: (f₁ − f₂)/σ")
-        ax.set_xlabel("pull")
+        ax.set_xlabel("pull (clipped at ±5)")
     if axes[0].get_legend_handles_labels()[0]:  # no pulls in the first band: nothing to label
         axes[0].legend(fontsize="x-small")
+    return fig
+
+
+def _binned_sigma(mag: Any, sigma: Any, width: float = 0.5) -> tuple[Any, Any]:
+    """Median σ in magnitude bins: the band a clean comparison of independent noise would fill."""
+    edges = np.arange(np.floor(mag.min()), np.ceil(mag.max()) + width, width)
+    idx = np.digitize(mag, edges)
+    centres, values = [], []
+    for k in np.unique(idx):
+        centres.append(float(np.median(mag[idx == k])))
+        values.append(float(np.median(sigma[idx == k])))
+    return np.asarray(centres), np.asarray(values)
+
+
+def overlap_dmag(data: ReportData) -> Any:
+    """Δmag against magnitude per band, with the ±1σ that independent noise would give (grey)."""
+    if not any(res.samples for res in data.overlap):
+        return None
+    bands = _bands(data)
+    fig = figure(9, 3.5)
+    axes = fig.subplots(1, len(bands), squeeze=False, sharey=True)[0]
+    reach = 5.0  # mmag: the y range shows the bright end's σ and any offset, not the faint scatter
+    for ax, band in zip(axes, bands, strict=True):
+        for i, res in enumerate(data.overlap):
+            mag = np.asarray(res.samples.get(f"mag[{band}]", []))
+            if not mag.size:
+                continue
+            dmag = np.asarray(res.samples[f"dmag_mmag[{band}]"])
+            centres, sigma = _binned_sigma(mag, np.asarray(res.samples[f"sigma_mmag[{band}]"]))
+            ax.fill_between(centres, -sigma, sigma, color="0.88", lw=0)
+            ax.plot(mag, dmag, ".", ms=3, color=COLORS[i % len(COLORS)], label=_label(res))
+            bright = mag <= np.percentile(mag, 25)
+            reach = max(reach, 3 * float(np.abs(np.median(dmag[bright]))), 2 * float(np.median(sigma[:3])))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"{band}")
+        ax.set_xlabel("PSF magnitude (AB)")
+    axes[0].set_ylim(-reach, reach)
+    axes[0].set_ylabel("Δmag, first − second site (mmag)")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize="x-small")
+    return fig
+
+
+def overlap_astrometry(data: ReportData) -> Any:
+    """Position differences of matched objects as vectors on the sky, one panel per compared pair."""
+    pairs = [res for res in data.overlap if res.samples.get("ra")]
+    if not pairs:
+        return None
+    fig = figure(4.5 * min(len(pairs), 3), 4)
+    axes = fig.subplots(1, min(len(pairs), 3), squeeze=False)[0]
+    for ax, res in zip(axes, pairs, strict=False):
+        s = res.samples
+        d = np.hypot(s["dra_mas"], s["ddec_mas"])
+        if not d.any():
+            ax.text(0.5, 1.02, "every difference is 0", ha="center", transform=ax.transAxes, fontsize="small")
+        scale = max(float(np.percentile(d, 90)) if d.size else 0.0, 1e-3)
+        q = ax.quiver(
+            s["ra"], s["dec"], s["dra_mas"], s["ddec_mas"], angles="xy", scale=20 * scale, width=0.004
+        )
+        ax.quiverkey(q, 0.8, 1.03, scale, f"{scale:.3g} mas", labelpos="E", fontproperties={"size": "small"})
+        ax.invert_xaxis()
+        ax.set_title(_label(res), fontsize="small", loc="left")
+        ax.set_xlabel("RA (deg)")
+        ax.set_ylabel("Dec (deg)")
     return fig
 
 
@@ -169,5 +239,10 @@ FIGURES: dict[str, tuple[Callable[[ReportData], Any], str]] = {
     "transfers": (transfers, "throughput per transfer, by link"),
     "jobs": (jobs, "wall time and peak memory per attempt, by step and site"),
     "accuracy": (accuracy, "photometric bias and scatter per band; completeness"),
-    "overlap": (overlap, "flux pulls of matched objects between the lead and each satellite"),
+    "overlap": (overlap, "flux pulls of matched objects, every compared pair of sites"),
+    "overlap_dmag": (
+        overlap_dmag,
+        "Δmag against magnitude per band; grey: ±1σ of the difference (median per bin)",
+    ),
+    "overlap_astrometry": (overlap_astrometry, "position differences of matched objects (vectors)"),
 }

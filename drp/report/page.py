@@ -30,8 +30,9 @@ def render(data: ReportData, images: dict[str, str]) -> str:
             v["sites"],
             v["quantity"],
             "-" if v["value"] is None else f"{v['value']:.4g}",
-            v["limit"],
+            "-" if v["limit"] is None else f"{v['limit']:.4g}",
             "yes" if v["passed"] else "NO",
+            v.get("detail", ""),
         ]
         for v in data.validations
     ]
@@ -59,6 +60,7 @@ def render(data: ReportData, images: dict[str, str]) -> str:
             transfers=[[t.source, t.dest, t.state, t.transfers, human_bytes(t.bytes)] for t in s.transfers],
             jobs=[[j.site, j.step, j.state, j.jobs] for j in s.jobs],
             validations=data.validations,
+            overlap_note=data.overlap_note,
             failed=sum(not v["passed"] for v in data.validations),
             checks=checks,
             images=images,
