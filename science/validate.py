@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,25 @@ class AccuracyReport:
     completeness_snr10: float  # fraction of truth stars brighter than mag_snr10 that were detected
     completeness_snr10_isolated: float  # the same for stars with no truth neighbour within isolation_arcsec
     isolation_arcsec: float
+    calibration: Any = None  # science.calibration_report.CalibrationReport, when calexps are at hand
+
+    @property
+    def depth50(self) -> float | None:
+        """Magnitude where the completeness falls through 50 % (interpolated), or None when it never
+        does inside the truth catalogue's range (the truth is too shallow to measure it)."""
+        bins = [b for b in self.completeness if b.n_true > 0]
+        for a, b in itertools.pairwise(bins):
+            if a.fraction >= 0.5 > b.fraction:
+                ma, mb = (a.mag_lo + a.mag_hi) / 2, (b.mag_lo + b.mag_hi) / 2
+                return ma + (a.fraction - 0.5) / (a.fraction - b.fraction) * (mb - ma)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for b, src in zip(d["completeness"], self.completeness, strict=True):
             b["fraction"] = src.fraction
+        d["depth50"] = self.depth50
+        d["calibration"] = self.calibration.to_dict() if self.calibration is not None else None
         return d
 
 
@@ -210,10 +224,13 @@ def validate_release(root: Path, release: str | None, *, min_snr: float = 20.0) 
     except (OSError, pa.ArrowInvalid) as err:
         raise InvalidInputError(f"{root / ctx.layout.truth()}: cannot read truth ({err})") from err
     skymap = ctx.skymap
-    return accuracy(
+    report = accuracy(
         load_object_tables(present),
         truth,
         ctx.bands,
         within=lambda ra, dec: np.isin(skymap.find_tracts(ra, dec), list(done)),
         min_snr=min_snr,
     )
+    from science.calibration_report import calibration_report
+
+    return replace(report, calibration=calibration_report(root, ctx.layout.release))

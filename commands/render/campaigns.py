@@ -170,6 +170,43 @@ def release_accuracy(report: Any, min_snr: float, as_json: bool) -> None:
         f"{report.completeness_band}-band S/N 10 at {report.mag_snr10:.2f} mag; completeness of stars "
         f"brighter: {report.completeness_snr10:.1%} (isolated: {report.completeness_snr10_isolated:.1%})"
     )
+    depth = report.depth50
+    click.echo(
+        f"50 % completeness at {depth:.2f} mag"
+        if depth is not None
+        else "50 % completeness depth not measured: completeness stays above 50 % to the truth's faint end"
+    )
+    cal = report.calibration
+    if cal is None:
+        click.echo("no calexps here: per-visit calibration not reported")
+        return
+    click.echo(
+        f"zero points of {len(cal.visits)} visits vs truth: rms {cal.zp_residual_rms_mmag:.1f} mmag, "
+        f"pulls rms {cal.zp_pull_rms:.2f} (1 when the reported uncertainties are right)"
+    )
+    click.echo(
+        "repeatability of bright stars (PA1-like): "
+        + ", ".join(
+            f"{b} {v:.1f} mmag ({cal.repeatability_stars[b]} pairs)"
+            for b, v in cal.repeatability_mmag.items()
+        )
+    )
+    table(
+        "calibration per visit",
+        ["visit", "band", "ZP - truth (mmag)", "error (mmag)", "pull", "aperture corr (mmag)", "stars"],
+        [
+            [
+                v.visit,
+                v.band,
+                f"{v.zp_residual_mmag:+.1f}",
+                f"{v.zp_err_mmag:.1f}",
+                f"{v.pull:+.2f}",
+                f"{v.aperture_correction_mmag:.1f}",
+                v.n_stars,
+            ]
+            for v in cal.visits
+        ],
+    )
 
 
 def sites(found: list[Any], as_json: bool) -> None:

@@ -43,7 +43,9 @@ class CalibrateConfig(StepConfig):
     match_radius_arcsec: float = 1.5
     min_ref_matches: int = 3
     zp_min_snr: float = 10.0
+    zp_star_floor: float = 0.006  # mag per star: light of undetected neighbours in the aperture
     aperture_fwhm: float = 2.0  # radius in PSF FWHM: 4.7 sigma encloses 99.998 % of a Gaussian PSF
+    zp_aperture_fwhm: float = 1.5  # the zero point's aperture (3.5 sigma), corrected by the PSF model
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,26 @@ class CalibrateResult:
     psf_fwhm_arcsec: float
     astrometric_shift_mas: tuple[float, float]
     astrometric_rms_mas: float
+
+
+def psf_aperture_fraction(sigma_pix: float, radius: float) -> float:
+    """Fraction of a pixel-integrated Gaussian PSF of ``sigma_pix`` that sep's circular aperture of
+    ``radius`` (subpix 5, as measured) collects, averaged over sixteen sub-pixel positions."""
+    from scipy.special import erf
+
+    half = math.ceil(radius + 4 * sigma_pix) + 2
+    n = 2 * half + 1
+    edges = np.arange(n + 1) - 0.5
+    q = sigma_pix * math.sqrt(2)
+    fractions = []
+    for fy in (0.0, 0.25, 0.5, 0.75):
+        for fx in (0.0, 0.25, 0.5, 0.75):
+            gx = np.diff(0.5 * erf((edges - half - fx) / q))
+            gy = np.diff(0.5 * erf((edges - half - fy) / q))
+            stamp = np.outer(gy, gx)
+            f, _, _ = sep.sum_circle(stamp, np.array([half + fx]), np.array([half + fy]), radius, subpix=5)
+            fractions.append(float(f[0]) / float(stamp.sum()))
+    return float(np.mean(fractions))
 
 
 def read_raw(path: Path) -> tuple[NDArray[np.float64], fits.Header]:
@@ -202,9 +224,29 @@ def calibrate(
     sel = (snr[i_src] > cfg.zp_min_snr) & (aflag[i_src] == 0) & (flux[i_src] > 0) & single & ~crowded
     if sel.sum() < cfg.min_ref_matches:
         raise InvalidInputError(f"{raw_path}: only {int(sel.sum())} clean reference stars for the zero point")
-    zps = np.asarray(ref[f"mag_{band}"])[j_ref[sel]] + 2.5 * np.log10(flux[i_src[sel]] / exptime)
-    ref_err = np.asarray(ref[f"mag_{band}_err"])[j_ref[sel]] if f"mag_{band}_err" in ref.column_names else 0.0
-    zp_sigma = np.sqrt((1.0857 / snr[i_src[sel]]) ** 2 + ref_err**2 + 0.003**2)
+    # The PSF again, from the reference stars only (no galaxies to widen it), by adaptive moments;
+    # the pixelated image is the PSF convolved with the pixel, whose variance is 1/12 px².
+    widths = np.array([adaptive_sigma(sub, x[k], y[k], sigma_pix) for k in i_src[sel]])
+    widths = widths[np.isfinite(widths)]
+    if len(widths) >= cfg.min_ref_matches:
+        sigma_pix = math.sqrt(max(float(np.median(widths)) ** 2 - 1 / 12, 0.01))
+        fwhm_pix = 2.3548 * sigma_pix
+
+    # Zero point from a small aperture (less sky noise, fewer faint neighbours in it) corrected to
+    # total flux by the PSF model's own fraction within that aperture.
+    stars = i_src[sel]
+    r_zp = cfg.zp_aperture_fwhm * fwhm_pix
+    f_zp, e_zp, flag_zp = sep.sum_circle(sub, x[stars], y[stars], r_zp, err=sigma_map, mask=bad, subpix=5)
+    aperture_correction = psf_aperture_fraction(sigma_pix, r_zp)
+    usable = (f_zp > 0) & (e_zp > 0) & (flag_zp == 0)
+    if usable.sum() < cfg.min_ref_matches:
+        raise InvalidInputError(
+            f"{raw_path}: only {int(usable.sum())} clean reference stars for the zero point"
+        )
+    f_zp, e_zp, ref_rows = f_zp[usable], e_zp[usable], j_ref[sel][usable]
+    zps = np.asarray(ref[f"mag_{band}"])[ref_rows] + 2.5 * np.log10(f_zp / aperture_correction / exptime)
+    ref_err = np.asarray(ref[f"mag_{band}_err"])[ref_rows] if f"mag_{band}_err" in ref.column_names else 0.0
+    zp_sigma = np.sqrt((1.0857 * e_zp / f_zp) ** 2 + ref_err**2 + cfg.zp_star_floor**2)
     # Inverse-variance mean, clipped at 3 sigma around a start from the median (robust with few stars;
     # outliers are blends we could not see, always too bright).
     zp = float(np.median(zps))
@@ -215,15 +257,10 @@ def calibrate(
             raise InvalidInputError(f"{raw_path}: reference-star zero points disagree; none within 3 sigma")
         wts = 1 / zp_sigma[keep] ** 2
         zp = float(np.sum(wts * zps[keep]) / np.sum(wts))
-    zp_err = float(1 / math.sqrt(np.sum(1 / zp_sigma[keep] ** 2)))
-
-    # The PSF again, from the reference stars only (no galaxies to widen it), by adaptive moments;
-    # the pixelated image is the PSF convolved with the pixel, whose variance is 1/12 px².
-    widths = np.array([adaptive_sigma(sub, x[k], y[k], sigma_pix) for k in i_src[sel]])
-    widths = widths[np.isfinite(widths)]
-    if len(widths) >= cfg.min_ref_matches:
-        sigma_pix = math.sqrt(max(float(np.median(widths)) ** 2 - 1 / 12, 0.01))
-        fwhm_pix = 2.3548 * sigma_pix
+    n_zp = int(keep.sum())
+    zp_chi2 = float(np.sum(((zps[keep] - zp) / zp_sigma[keep]) ** 2) / max(n_zp - 1, 1))
+    # The stars scatter more than their errors say (neighbours, background): scale by the Birge ratio
+    zp_err = float(1 / math.sqrt(np.sum(1 / zp_sigma[keep] ** 2))) * math.sqrt(max(zp_chi2, 1.0))
 
     ref_id = np.full(len(x), -1, dtype=np.int64)
     ref_id[i_src] = np.asarray(ref["id"])[j_ref]
@@ -233,6 +270,9 @@ def calibrate(
     prov = provenance("calibrate", cfg, [raw_path, refcat_path], visit=visit, band=band)
     header["PHOTOZP"] = (zp, "mag giving 1 count/s")
     header["PHOTOZPE"] = (zp_err, "zero point uncertainty (mag)")
+    header["PHOTOZPC"] = (zp_chi2, "chi2/dof of the reference stars' zero points")
+    header["PHOTOZPN"] = (n_zp, "reference stars in the zero point")
+    header["PHOTOAPC"] = (-2.5 * math.log10(aperture_correction), "aperture correction (mag)")
     header["PSF_FWHM"] = (fwhm_pix * scale_arcsec, "PSF FWHM (arcsec)")
     header["ASTRMS"] = (astro_rms, "astrometric rms vs reference, per axis (mas)")
     header["NREFMTCH"] = (len(i_src), "reference stars matched")
