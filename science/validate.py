@@ -31,6 +31,9 @@ class BandAccuracy:
     bias_mmag: float  # median(measured - true) magnitude; positive = measured too faint
     scatter_mmag: float  # 1.4826 × MAD of the same differences
     chi_scatter: float  # robust std of (flux - true) / error: 1 when errors are right
+    n_galaxies: int = 0  # matched galaxies at S/N > GALAXY_SNR (Kron flux)
+    galaxy_kron_bias_mmag: float = float("nan")  # median(Kron mag - true); positive = too faint
+    galaxy_psf_bias_mmag: float = float("nan")  # the same with PSF fluxes (what a point model misses)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class AccuracyReport:
     completeness_snr10: float  # fraction of truth stars brighter than mag_snr10 that were detected
     completeness_snr10_isolated: float  # the same for stars with no truth neighbour within isolation_arcsec
     isolation_arcsec: float
+    stars_classified_point: float = float("nan")  # S/N above the cut, refExtendedness 0
+    galaxies_classified_extended: float = float("nan")  # refExtendedness 1
     calibration: Any = None  # science.calibration_report.CalibrationReport, when calexps are at hand
 
     @property
@@ -99,6 +104,27 @@ def load_object_tables(paths: list[Path], primary_only: bool = True) -> pa.Table
     if not tables:
         raise InvalidInputError("no object tables to validate")
     return pa.concat_tables(tables)
+
+
+GALAXY_SNR = 50.0
+
+
+def _galaxy_bias(
+    o: dict[str, NDArray[Any]], t: dict[str, NDArray[Any]], i: NDArray[Any], j: NDArray[Any], band: str
+) -> tuple[int, float, float]:
+    """(galaxies, Kron-flux bias, PSF-flux bias) in mmag for matched galaxies at S/N > GALAXY_SNR."""
+    if f"{band}_kronFlux" not in o:
+        return 0, float("nan"), float("nan")
+    kron, err = o[f"{band}_kronFlux"][i], o[f"{band}_kronFluxErr"][i]
+    psf = o[f"{band}_psfFlux"][i]
+    true = mag_to_njy(t[f"mag_{band}"][j])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sel = ~t["is_star"][j] & (kron / err > GALAXY_SNR) & (kron > 0) & (psf > 0)
+        if not sel.any():
+            return 0, float("nan"), float("nan")
+        k = float(np.median(-2.5 * np.log10(kron[sel] / true[sel]))) * 1000
+        p = float(np.median(-2.5 * np.log10(psf[sel] / true[sel]))) * 1000
+    return int(sel.sum()), k, p
 
 
 def _robust_std(x: NDArray[np.float64]) -> float:
@@ -159,8 +185,17 @@ def accuracy(
                 float(np.median(dmag)) if sel.any() else float("nan"),
                 _robust_std(dmag),
                 _robust_std(chi),
+                *_galaxy_bias(o, t, i, j, band),
             )
         )
+    extended = o["refExtendedness"][i] if "refExtendedness" in o else np.full(len(i), np.nan)
+    decided = np.isfinite(extended) & (snr_ref[i] > min_snr)
+    star_j = t["is_star"][j]
+    stars_point = (
+        float(np.mean(extended[decided & star_j] == 0)) if (decided & star_j).any() else float("nan")
+    )
+    gal = decided & ~star_j
+    galaxies_extended = float(np.mean(extended[gal] == 1)) if gal.any() else float("nan")
 
     # Point-source depth: faint sources' PSF-flux errors are set by the sky, so the flux with S/N 10
     # is ten times the median error of the fainter half of the measured objects.
@@ -206,6 +241,8 @@ def accuracy(
         completeness_snr10=comp10,
         completeness_snr10_isolated=comp10_iso,
         isolation_arcsec=isolation_arcsec,
+        stars_classified_point=stars_point,
+        galaxies_classified_extended=galaxies_extended,
     )
 
 

@@ -87,6 +87,12 @@ def test_accuracy_against_truth(done: ReleaseContext) -> None:
         assert abs(band.bias_mmag) < 10.9, band
         # Errors are honest within a factor of two (the model PSF is not exact at coverage edges).
         assert 0.6 < band.chi_scatter < 2.0, band
+        # Galaxies (S/N > 50): Kron fluxes hold their total light (2.5 first-moment radii: 99 % of a
+        # Gaussian) to < 0.02 mag, where PSF fluxes miss a quarter or more of it.
+        assert band.n_galaxies >= 10, band
+        assert abs(band.galaxy_kron_bias_mmag) < 20, band
+        assert band.galaxy_psf_bias_mmag > 100, band
+    assert rep.stars_classified_point > 0.8 and rep.galaxies_classified_extended > 0.7
     # Detection at 5 sigma on the combined-band S/N image is complete for point sources at S/N > 10
     # unless a neighbour within ~2 FWHM blends them (a deblending limit, reported separately).
     assert math.isfinite(rep.mag_snr10) and rep.mag_snr10 > 23.5
@@ -137,7 +143,10 @@ def test_rerun_is_deterministic(done: ReleaseContext) -> None:
     out = done.root / done.io(job)[1][0]
     before = pq.read_table(out)
     run_job(done, job)
-    assert pq.read_table(out).equals(before)
+    after = pq.read_table(out)
+    assert after.schema == before.schema
+    for name in before.column_names:  # NaN (an undetermined extendedness) equals NaN here
+        np.testing.assert_array_equal(np.asarray(after[name]), np.asarray(before[name]), err_msg=name)
 
 
 # --- bad input -----------------------------------------------------------------------------------

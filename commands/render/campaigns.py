@@ -159,12 +159,34 @@ def release_accuracy(report: Any, min_snr: float, as_json: bool) -> None:
         f"({report.n_astrometric} stars, S/N > {min_snr:g})"
     )
     table(
-        "photometry vs truth (PSF flux, stars)",
-        ["band", "stars", "bias (mmag)", "scatter (mmag)", "chi scatter"],
+        "photometry vs truth (stars: PSF flux; galaxies at S/N > 50: Kron and PSF flux)",
         [
-            [b.band, b.n_stars, f"{b.bias_mmag:+.1f}", f"{b.scatter_mmag:.1f}", f"{b.chi_scatter:.2f}"]
+            "band",
+            "stars",
+            "bias (mmag)",
+            "scatter (mmag)",
+            "chi scatter",
+            "gal",
+            "Kron bias",
+            "PSF bias",
+        ],
+        [
+            [
+                b.band,
+                b.n_stars,
+                f"{b.bias_mmag:+.1f}",
+                f"{b.scatter_mmag:.1f}",
+                f"{b.chi_scatter:.2f}",
+                b.n_galaxies,
+                f"{b.galaxy_kron_bias_mmag:+.1f}",
+                f"{b.galaxy_psf_bias_mmag:+.1f}",
+            ]
             for b in report.bands
         ],
+    )
+    click.echo(
+        f"star/galaxy (S/N > {min_snr:g}): stars classified point-like {report.stars_classified_point:.1%}, "
+        f"galaxies classified extended {report.galaxies_classified_extended:.1%}"
     )
     click.echo(
         f"{report.completeness_band}-band S/N 10 at {report.mag_snr10:.2f} mag; completeness of stars "
@@ -196,7 +218,7 @@ def release_accuracy(report: Any, min_snr: float, as_json: bool) -> None:
         ["visit", "band", "ZP - truth (mmag)", "error (mmag)", "pull", "aperture corr (mmag)", "stars"],
         [
             [
-                v.visit,
+                str(v.visit),
                 v.band,
                 f"{v.zp_residual_mmag:+.1f}",
                 f"{v.zp_err_mmag:.1f}",
