@@ -64,9 +64,11 @@ class ReleaseConfig(BaseModel):
     psf_fwhm_arcsec: tuple[float, float] = (0.7, 1.0)
     dither_deg: float = 0.003
     pointing_error_arcsec: float = 0.3
-    star_density_per_deg2: float = 40_000.0
-    galaxy_density_per_deg2: float = 60_000.0
-    mag_range: tuple[float, float] = (17.0, 24.5)
+    # over mag_range: to 26 mag, so that the 50 % completeness depth (~25.2) is inside the truth
+    # (the bright end as before, when the truth stopped at 24.5 with 40,000 and 60,000)
+    star_density_per_deg2: float = 113_000.0
+    galaxy_density_per_deg2: float = 170_000.0
+    mag_range: tuple[float, float] = (17.0, 26.0)
     refcat_mag_limit: float = 22.5
     cosmic_rays: int = 6
     bad_columns: int = 1

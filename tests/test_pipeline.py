@@ -92,7 +92,7 @@ def test_accuracy_against_truth(done: ReleaseContext) -> None:
         assert band.n_galaxies >= 10, band
         assert abs(band.galaxy_kron_bias_mmag) < 20, band
         assert band.galaxy_psf_bias_mmag > 100, band
-    assert rep.stars_classified_point > 0.8 and rep.galaxies_classified_extended > 0.7
+    assert rep.stars_classified_point > 0.75 and rep.galaxies_classified_extended > 0.7
     # Detection at 5 sigma on the combined-band S/N image is complete for point sources at S/N > 10
     # unless a neighbour within ~2 FWHM blends them (a deblending limit, reported separately).
     assert math.isfinite(rep.mag_snr10) and rep.mag_snr10 > 23.5

@@ -231,9 +231,15 @@ def measure(
     }
     # Kron (auto) apertures: 2.5 first-moment radii of the detection image, the same ellipse in every
     # band (consistent colours); a circle of KRON_MIN_RADIUS pixels where that would be smaller.
-    kron, _ = sep.kron_radius(detection, x, y, objs["a"], objs["b"], objs["theta"], 6.0, mask=no_data)
-    kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
-    circle = kron * np.sqrt(objs["a"] * objs["b"]) * KRON_FACTOR < KRON_MIN_RADIUS
+    a, b, theta = (np.asarray(objs[k], dtype=np.float64) for k in ("a", "b", "theta"))
+    shaped = np.isfinite(a) & np.isfinite(b) & np.isfinite(theta) & (b > 0) & (a >= b)
+    # float32 ±π/2 read as float64 falls just outside the range sep accepts
+    theta = np.clip(np.where(shaped, theta, 0.0), -math.pi / 2, math.pi / 2)
+    a, b = np.where(shaped, a, 1.0), np.where(shaped, b, 1.0)
+    kron, _ = sep.kron_radius(detection, x, y, a, b, theta, 6.0, mask=no_data)
+    kron = np.where(np.isfinite(kron) & (kron > 0) & shaped, kron, 0.0)
+    circle = kron * np.sqrt(a * b) * KRON_FACTOR < KRON_MIN_RADIUS
+    ellipse = ~circle
     for band, exp in exposures.items():
         usable = usable_by_band[band]
         image = exp.image.astype(np.float64)
@@ -251,15 +257,18 @@ def measure(
         columns[f"{band}_apFluxErr"] = ap_err
         columns[f"{band}_flag_ap"] = (ap_flag & (sep.APER_HASMASKED | sep.APER_TRUNC)) != 0
         columns[f"{band}_flag_psf"] = pf_flag
-        kf, kf_err, k_flag = sep.sum_ellipse(
-            image, x, y, objs["a"], objs["b"], objs["theta"], KRON_FACTOR * np.maximum(kron, 1e-3),
-            err=np.sqrt(variance), mask=~usable, subpix=1,
-        )  # fmt: skip
+        kf, kf_err = np.full(n, np.nan), np.full(n, np.nan)
+        k_flag = np.zeros(n, dtype=np.int64)
+        if ellipse.any():
+            e = ellipse
+            kf[e], kf_err[e], k_flag[e] = sep.sum_ellipse(
+                image, x[e], y[e], a[e], b[e], theta[e], KRON_FACTOR * kron[e],
+                err=np.sqrt(variance), mask=~usable, subpix=1,
+            )  # fmt: skip
         if circle.any():
-            cf, cf_err, c_flag = sep.sum_circle(
+            kf[circle], kf_err[circle], k_flag[circle] = sep.sum_circle(
                 image, x[circle], y[circle], KRON_MIN_RADIUS, err=np.sqrt(variance), mask=~usable, subpix=1
             )  # fmt: skip
-            kf[circle], kf_err[circle], k_flag[circle] = cf, cf_err, c_flag
         columns[f"{band}_kronFlux"] = kf
         columns[f"{band}_kronFluxErr"] = kf_err
         columns[f"{band}_flag_kron"] = (k_flag & (sep.APER_HASMASKED | sep.APER_TRUNC)) != 0
