@@ -142,18 +142,13 @@ def compare_objects(
     na, nb = len(ca["ra"]), len(cb["ra"])
     ia, ib = match_positions(ca["ra"], ca["dec"], cb["ra"], cb["dec"], cfg.match_radius_arcsec)
     checks: list[Check] = []
-    frac = len(ia) / max(na, nb) if max(na, nb) else 0.0
+    if lim.identical:  # every object has its twin
+        frac = len(ia) / max(na, nb) if max(na, nb) else 0.0
+        detail = f"{sites[0]} {na} objects, {sites[1]} {nb}, {len(ia)} matched"
+    else:  # objects near the threshold come and go with the noise: count those well above it
+        frac, detail = _bright_match_fraction(ca, cb, ia, ib, cfg.match_min_snr, sites)
     frac_limit = lim.fraction(cfg.min_match_fraction, 1.0)
-    checks.append(
-        Check(
-            "match_fraction",
-            None,
-            frac,
-            frac_limit,
-            frac >= frac_limit,
-            f"{sites[0]} {na} objects, {sites[1]} {nb}, {len(ia)} matched",
-        )
-    )
+    checks.append(Check("match_fraction", None, frac, frac_limit, frac >= frac_limit, detail))
     if len(ia) == 0:
         return checks, 0, {}
     position_checks, samples = _position_checks(ca, cb, ia, ib, lim)
@@ -174,6 +169,28 @@ def compare_objects(
     flag_limit = lim.fraction(cfg.max_flag_mismatch_fraction, 0.0)
     checks.append(Check("flag_mismatch_fraction", None, flags, flag_limit, flags <= flag_limit))
     return checks, len(ia), samples
+
+
+def _bright_match_fraction(
+    ca: dict[str, NDArray[Any]],
+    cb: dict[str, NDArray[Any]],
+    ia: NDArray[Any],
+    ib: NDArray[Any],
+    min_snr: float,
+    sites: tuple[str, str],
+) -> tuple[float, str]:
+    """The smaller of the two sites' fractions of their objects at detection S/N ≥ ``min_snr`` that
+    have a match at the other site."""
+    fractions, parts = [], []
+    for site, cols, matched in ((sites[0], ca, ia), (sites[1], cb, ib)):
+        snr = cols.get("detect_snr")
+        bright = np.ones(len(cols["ra"]), bool) if snr is None else np.asarray(snr) >= min_snr
+        hit = np.zeros(len(bright), bool)
+        hit[matched] = True
+        n = int(bright.sum())
+        fractions.append(float(hit[bright].mean()) if n else 1.0)
+        parts.append(f"{site} {int(hit[bright].sum())} of {n}")
+    return min(fractions), f"objects at S/N >= {min_snr:g} matched: " + ", ".join(parts)
 
 
 def _position_checks(

@@ -38,6 +38,9 @@ class ValidationSection(BaseModel):
     )
     match_radius_arcsec: float = Field(default=0.5, gt=0)
     min_match_fraction: float = Field(default=0.95, gt=0, le=1, description="independent mode (identical: 1)")
+    match_min_snr: float = Field(
+        default=10.0, gt=0, description="independent mode: the match fraction counts objects above this S/N"
+    )
     max_flag_mismatch_fraction: float = Field(
         default=0.02, ge=0, le=1, description="independent mode (identical: 0)"
     )

@@ -279,6 +279,10 @@ def measure(
         ratio = columns[f"{ref}_psfFlux"] / columns[f"{ref}_kronFlux"]
         kron_snr = columns[f"{ref}_kronFlux"] / columns[f"{ref}_kronFluxErr"]
     columns["refExtendedness"] = np.where(kron_snr >= 10, (ratio < EXTENDED_RATIO).astype(float), np.nan)
+    # An extended object's centroid is as uncertain as its size: for a Gaussian of total size s seen
+    # through a PSF of size σ, PSF/Kron flux = 2σ²/(σ² + s²), so s/σ = √(2/ratio − 1).
+    size = np.sqrt(2 / np.clip(np.where(np.isfinite(ratio), ratio, 1.0), 0.3, 1.0) - 1)
+    columns["coord_err"] = columns["coord_err"] * size
 
     prov = provenance(
         "measure",
