@@ -236,7 +236,10 @@ def _flux_checks(
     e1, e2 = ca[f"{band}_psfFluxErr"][ia], cb[f"{band}_psfFluxErr"][ib]
     ok = np.isfinite(f1) & np.isfinite(f2) & (e1 > 0) & (e2 > 0) & unflagged
     f1, f2, e1, e2 = f1[ok], f2[ok], e1[ok], e2[ok]
-    sigma = np.sqrt(e1**2 + e2**2)
+    mean_flux = 0.5 * (f1 + f2)
+    # independent processings also differ by their photometric calibrations: a common-mode error
+    floor = 0.0 if lim.identical else lim.cfg.photometric_floor_mmag / 1085.7
+    sigma = np.sqrt(e1**2 + e2**2 + 2 * (floor * mean_flux) ** 2)
     pulls = (f1 - f2) / sigma
     n = len(pulls)
     if n == 0:
@@ -244,10 +247,11 @@ def _flux_checks(
         return [Check("flux_pull_rms", band, float("nan"), 0.0, False, none)], {}
     rms = float(math.sqrt(np.mean(pulls**2)))
     checks = [Check("flux_pull_rms", band, rms, lim.rms(n), rms <= lim.rms(n), f"{n} objects")]
-    mean_flux = 0.5 * (f1 + f2)
-    det = mean_flux > 5 * sigma  # a relative offset needs a flux well above its noise
+    noise = np.sqrt(e1**2 + e2**2)
+    det = mean_flux > 5 * noise  # a relative offset needs a flux well above its noise
     if det.any():
-        rel, err = _weighted_offset((f1 - f2)[det] / mean_flux[det], sigma[det] / mean_flux[det])
+        rel, err = _weighted_offset((f1 - f2)[det] / mean_flux[det], noise[det] / mean_flux[det])
+        err = math.sqrt(err**2 + 2 * floor**2)  # the calibrations' part does not average down
         m = int(det.sum())
         offset = abs(rel) / err / math.sqrt(m)
         detail = f"mean Δmag {-rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {m} objects (S/N > 5)"
@@ -255,9 +259,13 @@ def _flux_checks(
     bright = (f1 / e1 >= lim.cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
     if bright.any():
         dmag = -2.5 * np.log10(f1[bright] / f2[bright]) * 1000.0
-        err_mmag = 1085.7 * float(np.median(sigma[bright] / mean_flux[bright]))
-        # the median of k values has √(π/2) times the error of their mean
-        limit = lim.mean(int(bright.sum())) * err_mmag * (1.0 if lim.identical else math.sqrt(math.pi / 2))
+        k = int(bright.sum())
+        err_mmag = 1085.7 * float(np.median(noise[bright] / mean_flux[bright]))
+        if lim.identical:
+            limit = lim.mean(k) * err_mmag
+        else:  # the median of k values has √(π/2) times the error of their mean; plus the calibrations
+            stat = err_mmag * math.sqrt(math.pi / 2) / math.sqrt(k)
+            limit = lim.mean(1) * math.hypot(stat, math.sqrt(2) * lim.cfg.photometric_floor_mmag)
         bias = float(np.median(dmag))
         detail = (
             f"{int(bright.sum())} objects with S/N >= {lim.cfg.bias_min_snr:g}; positive: {sites[0]} fainter"

@@ -48,6 +48,9 @@ class ValidationSection(BaseModel):
     max_psf_fwhm_difference: float = Field(
         default=0.02, gt=0, description="relative, independent mode (identical: the tolerance)"
     )
+    photometric_floor_mmag: float = Field(
+        default=5.0, ge=0, description="independent mode: per-visit zero-point error of each site"
+    )
     astrometric_floor_mas: float = Field(
         default=10.0, ge=0, description="independent mode: per-visit astrometric calibration error, per axis"
     )

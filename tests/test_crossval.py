@@ -21,7 +21,10 @@ from science.pipeline.common import Exposure
 from science.resampling import resampling_noise, resampling_variance
 
 CFG = ValidationSection()
-INDEPENDENT = ValidationSection(mode="independent", false_alarm_rate=0.01)
+# synthetic catalogues: independent noise only, no calibration differences between the sites
+INDEPENDENT = ValidationSection(
+    mode="independent", false_alarm_rate=0.01, photometric_floor_mmag=0.0, astrometric_floor_mas=0.0
+)
 BANDS = ("g", "r")
 
 
