@@ -62,6 +62,7 @@ class ReleaseConfig(BaseModel):
     sky_counts: float = Field(default=400.0, description="sky level per pixel per exposure (counts)")
     read_noise: float = 5.0
     psf_fwhm_arcsec: tuple[float, float] = (0.7, 1.0)
+    psf_variation: float = Field(default=0.1, ge=0, le=0.5, description="PSF sigma change, centre to edge")
     dither_deg: float = 0.003
     pointing_error_arcsec: float = 0.3
     # over mag_range: to 26 mag, so that the 50 % completeness depth (~25.2) is inside the truth
@@ -85,6 +86,9 @@ class Visit:
     mjd: float
     psf_fwhm_arcsec: float
     zero_point: float  # truth; not written to the raw header
+    # the PSF's sigma changes across the image: σ(x, y) = σ₀ (1 + sx (x − c)/c + sy (y − c)/c), c the
+    # image centre (a focus tilt); σ₀ is psf_fwhm_arcsec / 2.3548
+    psf_slope: tuple[float, float] = (0.0, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -110,6 +114,7 @@ def plan_visits(cfg: ReleaseConfig, skymap: SkyMap) -> list[Visit]:
                         mjd=60600.0 + 0.01 * n,
                         psf_fwhm_arcsec=float(rng.uniform(*cfg.psf_fwhm_arcsec)),
                         zero_point=cfg.zero_point + float(rng.normal(0.0, cfg.zero_point_jitter)),
+                        psf_slope=_psf_slope(cfg, 1000 + n),
                     )
                 )
                 n += 1
@@ -192,13 +197,30 @@ def _integrated_gaussian(offsets: NDArray[np.float64], sigma: float) -> NDArray[
     return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
 
 
+def _psf_slope(cfg: ReleaseConfig, visit: int) -> tuple[float, float]:
+    """A tilt of ``cfg.psf_variation`` in a random direction (its own random stream, so that adding it
+    changed no other draw)."""
+    phi = float(np.random.default_rng([cfg.seed, 3, visit]).uniform(0, 2 * math.pi))
+    return (cfg.psf_variation * math.cos(phi), cfg.psf_variation * math.sin(phi))
+
+
+def psf_sigma_at(
+    v: Visit, cfg: ReleaseConfig, x: NDArray[np.float64], y: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The true PSF sigma (pixels) at visit pixel positions."""
+    c = cfg.image_pix / 2
+    sx, sy = v.psf_slope
+    return (
+        v.psf_fwhm_arcsec / 2.3548 / cfg.skymap.pixel_scale_arcsec * (1 + sx * (x - c) / c + sy * (y - c) / c)
+    )
+
+
 def render_visit(v: Visit, cfg: ReleaseConfig, truth: pa.Table) -> tuple[NDArray[np.float32], fits.Header]:
     noise = cfg.seed if cfg.noise_seed is None else cfg.noise_seed
     rng = np.random.default_rng([noise, 100, v.visit])
     n = cfg.image_pix
     true_wcs = visit_wcs(v, cfg)
     scale = cfg.skymap.pixel_scale_arcsec
-    psf_sigma_pix = v.psf_fwhm_arcsec / 2.3548 / scale
     model = np.zeros((n, n), dtype=np.float64)
     ra = np.asarray(truth["ra"])
     dec = np.asarray(truth["dec"])
@@ -208,8 +230,9 @@ def render_visit(v: Visit, cfg: ReleaseConfig, truth: pa.Table) -> tuple[NDArray
     mags = np.asarray(truth[f"mag_{v.band}"])
     sizes = np.asarray(truth["size_arcsec"]) / scale
     counts_all = cfg.exptime_s * 10 ** (-0.4 * (mags - v.zero_point))
+    psf_sigma = psf_sigma_at(v, cfg, x, y)
     for k in np.flatnonzero(inside):
-        sigma = math.hypot(psf_sigma_pix, sizes[k])
+        sigma = math.hypot(psf_sigma[k], sizes[k])
         r = math.ceil(5 * sigma) + 1
         xc, yc = x[k], y[k]
         ix0, iy0 = math.floor(xc) - r, math.floor(yc) - r

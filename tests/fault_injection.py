@@ -138,6 +138,9 @@ def inject(ctx: ReleaseContext, fault: str, size: float, seed: int = 0) -> None:
             e = read_exposure(path)
             for k in range(1, int(e.header["PSFNCOMP"]) + 1):
                 e.header[f"PSFSIG{k}"] *= 1 + size
+                for key in (f"PSFSGX{k}", f"PSFSGY{k}"):
+                    if key in e.header:
+                        e.header[key] *= 1 + size
             e.header["PSF_FWHM"] *= 1 + size
             write_fits_atomic(path, e.hdus())
     elif fault in ("added_noise", "corrupted_pixels"):

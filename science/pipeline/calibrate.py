@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +47,7 @@ class CalibrateConfig(StepConfig):
     zp_min_snr: float = 10.0
     zp_star_floor: float = 0.006  # mag per star: light of undetected neighbours in the aperture
     aperture_fwhm: float = 2.0  # radius in PSF FWHM: 4.7 sigma encloses 99.998 % of a Gaussian PSF
+    psf_plane_min_stars: int = 8  # fewer reference stars with a measured width: a constant PSF
     zp_aperture_fwhm: float = 1.5  # the zero point's aperture (3.5 sigma), corrected by the PSF model
 
 
@@ -61,6 +64,7 @@ class CalibrateResult:
     astrometric_rms_mas: float
 
 
+@lru_cache(maxsize=512)
 def psf_aperture_fraction(sigma_pix: float, radius: float) -> float:
     """Fraction of a pixel-integrated Gaussian PSF of ``sigma_pix`` that sep's circular aperture of
     ``radius`` (subpix 5, as measured) collects, averaged over sixteen sub-pixel positions."""
@@ -79,6 +83,30 @@ def psf_aperture_fraction(sigma_pix: float, radius: float) -> float:
             f, _, _ = sep.sum_circle(stamp, np.array([half + fx]), np.array([half + fy]), radius, subpix=5)
             fractions.append(float(f[0]) / float(stamp.sum()))
     return float(np.mean(fractions))
+
+
+def fit_psf_plane(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    sigma: NDArray[np.float64],
+    centre: tuple[float, float],
+    min_stars: int,
+) -> tuple[float, float, float]:
+    """sigma = s0 + gx (x − cx) + gy (y − cy) by least squares, one 3-sigma clip; a constant (the
+    median) when there are fewer than ``min_stars`` stars to fit three numbers."""
+    if len(sigma) < min_stars:
+        return float(np.median(sigma)), 0.0, 0.0
+    a = np.column_stack([np.ones_like(x), x - centre[0], y - centre[1]])
+    keep = np.ones(len(sigma), dtype=bool)
+    coef: NDArray[Any] = np.zeros(3)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], sigma[keep], rcond=None)
+        resid = sigma - a @ coef
+        scatter = 1.4826 * float(np.median(np.abs(resid[keep]))) or 1e-6
+        keep = np.abs(resid) < 3 * scatter
+        if keep.sum() < min_stars:
+            break
+    return float(coef[0]), float(coef[1]), float(coef[2])
 
 
 def read_raw(path: Path) -> tuple[NDArray[np.float64], fits.Header]:
@@ -226,24 +254,33 @@ def calibrate(
         raise InvalidInputError(f"{raw_path}: only {int(sel.sum())} clean reference stars for the zero point")
     # The PSF again, from the reference stars only (no galaxies to widen it), by adaptive moments;
     # the pixelated image is the PSF convolved with the pixel, whose variance is 1/12 px².
-    widths = np.array([adaptive_sigma(sub, x[k], y[k], sigma_pix) for k in i_src[sel]])
-    widths = widths[np.isfinite(widths)]
-    if len(widths) >= cfg.min_ref_matches:
-        sigma_pix = math.sqrt(max(float(np.median(widths)) ** 2 - 1 / 12, 0.01))
+    # Across the image the PSF changes (focus): sigma is fitted as a plane in the pixel position.
+    stars = i_src[sel]
+    widths = np.array([adaptive_sigma(sub, x[k], y[k], sigma_pix) for k in stars])
+    measured = np.isfinite(widths)
+    centre = (data.shape[1] / 2, data.shape[0] / 2)
+    psf_plane = (sigma_pix, 0.0, 0.0)  # sigma at the centre, d sigma / dx, d sigma / dy (pixels)
+    if measured.sum() >= cfg.min_ref_matches:
+        sig = np.sqrt(np.maximum(widths[measured] ** 2 - 1 / 12, 0.01))
+        psf_plane = fit_psf_plane(
+            x[stars][measured], y[stars][measured], sig, centre, cfg.psf_plane_min_stars
+        )
+        sigma_pix = psf_plane[0]
         fwhm_pix = 2.3548 * sigma_pix
 
     # Zero point from a small aperture (less sky noise, fewer faint neighbours in it) corrected to
-    # total flux by the PSF model's own fraction within that aperture.
-    stars = i_src[sel]
+    # total flux by the PSF model's own fraction within that aperture, at each star's position.
     r_zp = cfg.zp_aperture_fwhm * fwhm_pix
     f_zp, e_zp, flag_zp = sep.sum_circle(sub, x[stars], y[stars], r_zp, err=sigma_map, mask=bad, subpix=5)
-    aperture_correction = psf_aperture_fraction(sigma_pix, r_zp)
+    local = psf_plane[0] + psf_plane[1] * (x[stars] - centre[0]) + psf_plane[2] * (y[stars] - centre[1])
+    aperture_correction = np.array([psf_aperture_fraction(round(float(s_), 2), r_zp) for s_ in local])
     usable = (f_zp > 0) & (e_zp > 0) & (flag_zp == 0)
     if usable.sum() < cfg.min_ref_matches:
         raise InvalidInputError(
             f"{raw_path}: only {int(usable.sum())} clean reference stars for the zero point"
         )
     f_zp, e_zp, ref_rows = f_zp[usable], e_zp[usable], j_ref[sel][usable]
+    aperture_correction = aperture_correction[usable]
     zps = np.asarray(ref[f"mag_{band}"])[ref_rows] + 2.5 * np.log10(f_zp / aperture_correction / exptime)
     ref_err = np.asarray(ref[f"mag_{band}_err"])[ref_rows] if f"mag_{band}_err" in ref.column_names else 0.0
     zp_sigma = np.sqrt((1.0857 * e_zp / f_zp) ** 2 + ref_err**2 + cfg.zp_star_floor**2)
@@ -272,8 +309,11 @@ def calibrate(
     header["PHOTOZPE"] = (zp_err, "zero point uncertainty (mag)")
     header["PHOTOZPC"] = (zp_chi2, "chi2/dof of the reference stars' zero points")
     header["PHOTOZPN"] = (n_zp, "reference stars in the zero point")
-    header["PHOTOAPC"] = (-2.5 * math.log10(aperture_correction), "aperture correction (mag)")
-    header["PSF_FWHM"] = (fwhm_pix * scale_arcsec, "PSF FWHM (arcsec)")
+    header["PHOTOAPC"] = (-2.5 * math.log10(float(np.median(aperture_correction))), "aperture corr. (mag)")
+    header["PSF_FWHM"] = (fwhm_pix * scale_arcsec, "PSF FWHM at PSFREFX/Y (arcsec)")
+    header["PSFREFX"], header["PSFREFY"] = centre
+    header["PSFGRADX"] = (2.3548 * psf_plane[1] * scale_arcsec, "d FWHM / dx (arcsec per pixel)")
+    header["PSFGRADY"] = (2.3548 * psf_plane[2] * scale_arcsec, "d FWHM / dy (arcsec per pixel)")
     header["ASTRMS"] = (astro_rms, "astrometric rms vs reference, per axis (mas)")
     header["NREFMTCH"] = (len(i_src), "reference stars matched")
     provenance_header(prov, header)

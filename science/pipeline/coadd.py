@@ -64,6 +64,7 @@ def coadd(
     psf: list[tuple[float, float, tuple[int, int, int, int]]] = []  # (sigma arcsec, weight, box)
     visits = []
     ratio: list[tuple[float, float]] = []  # (weight, the warp's pixel-noise / variance-plane ratio)
+    grads: list[tuple[float, float]] = []  # each component's d sigma / d patch pixel (arcsec)
     for path in warp_paths:
         w = read_patch_exposure(path, "warp", patch.tract, patch.index, shape, band)
         h = w.header
@@ -80,6 +81,7 @@ def coadd(
         cols, rows = np.flatnonzero(good.any(axis=0)), np.flatnonzero(good.any(axis=1))
         box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
         psf.append((float(h["PSF_FWHM"]) / 2.3548, weight, box))
+        grads.append((float(h.get("PSFGRADX", 0.0)) / 2.3548, float(h.get("PSFGRADY", 0.0)) / 2.3548))
         visits.append(int(h["VISIT"]))
     covered = den > 0
     image = np.zeros(shape, dtype=np.float32)
@@ -109,6 +111,8 @@ def coadd(
         header[f"PSFSIG{k}"] = (sigma, "component sigma (arcsec)")
         header[f"PSFWGT{k}"] = (wt, "component weight where it has data")
         header[f"PSFBOX{k}"] = (",".join(map(str, b)), "x0,y0,x1,y1 of the component's data")
+        header[f"PSFSGX{k}"], header[f"PSFSGY{k}"] = grads[k - 1]
+    header["PSFREFX"], header["PSFREFY"] = shape[1] // 2, shape[0] // 2  # where PSFSIGn hold
     provenance_header(prov, header)
     write_fits_atomic(coadd_path, Exposure(image, mask, variance, patch.wcs, header).hdus())
     return CoaddResult(patch.tract, patch.index, band, len(visits), float(covered.mean()), fwhm)

@@ -68,14 +68,25 @@ class MeasureResult:
 class CoaddPsf:
     """The coadd PSF: at each position, the weighted mixture of the covering visits' Gaussians."""
 
-    sigmas_pix: tuple[float, ...]
+    sigmas_pix: tuple[float, ...]  # at ``ref``
     weights: tuple[float, ...]
     boxes: tuple[tuple[int, int, int, int], ...]
     fwhm_pix: float  # patch average, for apertures and detection
+    grads: tuple[tuple[float, float], ...] = ()  # d sigma / dx, d sigma / dy per component (pixels)
+    ref: tuple[float, float] = (0.0, 0.0)
+
+    def sigma(self, k: int, x: float, y: float) -> float:
+        """Component k's sigma at (x, y): the visit's PSF plane carried to the patch."""
+        if not self.grads:
+            return self.sigmas_pix[k]
+        gx, gy = self.grads[k]
+        return max(self.sigmas_pix[k] + gx * (x - self.ref[0]) + gy * (y - self.ref[1]), 0.3)
 
     @property
     def max_sigma(self) -> float:
-        return max(self.sigmas_pix)
+        corners = [(b[0], b[1]) for b in self.boxes] + [(b[2], b[3]) for b in self.boxes]
+        corners += [(b[0], b[3]) for b in self.boxes] + [(b[2], b[1]) for b in self.boxes]
+        return max(self.sigma(k, cx, cy) for k in range(len(self.sigmas_pix)) for cx, cy in corners)
 
     def stamp(
         self, x: float, y: float, dx: NDArray[np.float64], dy: NDArray[np.float64]
@@ -83,9 +94,10 @@ class CoaddPsf:
         """Fraction of the PSF at (x, y) falling in each pixel at offsets (dx, dy) (pixel-integrated)."""
         out = np.zeros((len(dy), len(dx)))
         total = 0.0
-        for s, w, (x0, y0, x1, y1) in zip(self.sigmas_pix, self.weights, self.boxes, strict=True):
+        for k, (w, (x0, y0, x1, y1)) in enumerate(zip(self.weights, self.boxes, strict=True)):
             if not (x0 - 0.5 <= x < x1 - 0.5 and y0 - 0.5 <= y < y1 - 0.5):
                 continue
+            s = self.sigma(k, x, y)
             q = s * math.sqrt(2)
             gx = 0.5 * (erf((dx + 0.5) / q) - erf((dx - 0.5) / q))
             gy = 0.5 * (erf((dy + 0.5) / q) - erf((dy - 0.5) / q))
@@ -108,7 +120,15 @@ def read_coadd_psf(path: Path, exp: Exposure) -> CoaddPsf:
         raise InvalidInputError(f"{path}: PSF model keywords unreadable ({err})") from err
     if any(len(b) != 4 for b in boxes):
         raise InvalidInputError(f"{path}: PSFBOXn must be x0,y0,x1,y1")
-    return CoaddPsf(sig, wts, boxes, float(h["PSF_FWHM"]) / scale)  # type: ignore[arg-type]
+    try:
+        grads = tuple(
+            (float(h.get(f"PSFSGX{k}", 0.0)) / scale, float(h.get(f"PSFSGY{k}", 0.0)) / scale)
+            for k in range(1, n + 1)
+        )
+        ref = (float(h.get("PSFREFX", 0.0)), float(h.get("PSFREFY", 0.0)))
+    except ValueError as err:
+        raise InvalidInputError(f"{path}: PSF gradient keywords unreadable ({err})") from err
+    return CoaddPsf(sig, wts, boxes, float(h["PSF_FWHM"]) / scale, grads, ref)  # type: ignore[arg-type]
 
 
 def _psf_fluxes(

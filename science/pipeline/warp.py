@@ -72,6 +72,19 @@ def _pixel_mapping(patch: Patch, calexp: Exposure, step: int) -> tuple[NDArray, 
     return x, y
 
 
+def _psf_on_patch(h: fits.Header, x: NDArray, y: NDArray) -> tuple[float, float, float]:
+    """The visit's PSF plane (FWHM at a reference pixel and its gradient) carried to the patch grid:
+    the FWHM at the patch centre and its gradient per patch pixel, through the pixel mapping."""
+    ny, nx = x.shape
+    cy, cx = ny // 2, nx // 2
+    gx, gy = float(h.get("PSFGRADX", 0.0)), float(h.get("PSFGRADY", 0.0))
+    rx, ry = float(h.get("PSFREFX", x[cy, cx])), float(h.get("PSFREFY", y[cy, cx]))
+    fwhm = float(h["PSF_FWHM"]) + gx * (x[cy, cx] - rx) + gy * (y[cy, cx] - ry)
+    dxdX, dydX = x[cy, cx + 1] - x[cy, cx], y[cy, cx + 1] - y[cy, cx]
+    dxdY, dydY = x[cy + 1, cx] - x[cy, cx], y[cy + 1, cx] - y[cy, cx]
+    return fwhm, float(gx * dxdX + gy * dydX), float(gx * dxdY + gy * dydY)
+
+
 def warp(calexp_path: Path, patch: Patch, warp_path: Path, config: WarpConfig | None = None) -> WarpResult:
     cfg = config or WarpConfig()
     calexp = read_exposure(calexp_path, require=CALEXP_KEYS)
@@ -130,6 +143,8 @@ def warp(calexp_path: Path, patch: Patch, warp_path: Path, config: WarpConfig | 
     for key in ("VISIT", "BAND", "EXPTIME", "MJD-OBS", "PSF_FWHM", "PHOTOZP", "RELEASE"):
         if key in h:
             header[key] = h[key]
+    header["PSF_FWHM"], header["PSFGRADX"], header["PSFGRADY"] = _psf_on_patch(h, x, y)
+    header["PSFREFX"], header["PSFREFY"] = nx // 2, ny // 2
     header["TRACT"] = patch.tract
     header["PATCH"] = patch.index
     header["BUNIT"] = "nJy"
