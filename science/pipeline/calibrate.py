@@ -45,7 +45,7 @@ class CalibrateConfig(StepConfig):
     match_radius_arcsec: float = 1.5
     min_ref_matches: int = 3
     zp_min_snr: float = 10.0
-    zp_star_floor: float = 0.006  # mag per star: light of undetected neighbours in the aperture
+    zp_star_floor: float = 0.0015  # mag per star: what the fluxes errors leave out (flat field, PSF model)
     aperture_fwhm: float = 2.0  # radius in PSF FWHM: 4.7 sigma encloses 99.998 % of a Gaussian PSF
     psf_plane_min_stars: int = 8  # fewer reference stars with a measured width: a constant PSF
     zp_aperture_fwhm: float = 1.5  # the zero point's aperture (3.5 sigma), corrected by the PSF model
@@ -271,7 +271,16 @@ def calibrate(
     # Zero point from a small aperture (less sky noise, fewer faint neighbours in it) corrected to
     # total flux by the PSF model's own fraction within that aperture, at each star's position.
     r_zp = cfg.zp_aperture_fwhm * fwhm_pix
-    f_zp, e_zp, flag_zp = sep.sum_circle(sub, x[stars], y[stars], r_zp, err=sigma_map, mask=bad, subpix=5)
+    f_zp, e_zp, flag_zp = sep.sum_circle(
+        sub,
+        x[stars],
+        y[stars],
+        r_zp,
+        err=sigma_map,
+        mask=bad,
+        subpix=5,
+        bkgann=(2.5 * fwhm_pix, 4.0 * fwhm_pix),
+    )
     local = psf_plane[0] + psf_plane[1] * (x[stars] - centre[0]) + psf_plane[2] * (y[stars] - centre[1])
     aperture_correction = np.array([psf_aperture_fraction(round(float(s_), 2), r_zp) for s_ in local])
     usable = (f_zp > 0) & (e_zp > 0) & (flag_zp == 0)
