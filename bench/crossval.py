@@ -28,18 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from science.pipeline.jobs import ReleaseContext
-from science.synth import ReleaseConfig
 from science.thresholds import ValidationSection
-from tests.fault_injection import FAULTS, compare, copy_site, failed_checks, inject, process
+from tests.fault_injection import FAULTS, TINY, compare, copy_site, failed_checks, inject, process
 
-RELEASE = ReleaseConfig(
-    name="tiny",
-    seed=7,
-    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
-    bands=("g", "r"),
-    visits_per_band=2,
-    image_pix=900,
-)
+RELEASE = TINY
 LADDERS: dict[str, list[float]] = {
     "zero_point": [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7],
     "shift": [100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01, 0.003],

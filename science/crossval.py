@@ -114,6 +114,21 @@ def _primary(table: pa.Table) -> dict[str, NDArray[Any]]:
     return {name: np.asarray(t[name]) for name in t.column_names}
 
 
+@dataclass(frozen=True)
+class _Matched:
+    """Two sites' primary objects (columns) and the indices of their matched pairs."""
+
+    a: dict[str, NDArray[Any]]
+    b: dict[str, NDArray[Any]]
+    ia: NDArray[Any]
+    ib: NDArray[Any]
+    sites: tuple[str, str]
+
+    def pair(self, column: str) -> tuple[NDArray[Any], NDArray[Any]]:
+        """The column at both sites, matched object by matched object."""
+        return self.a[column][self.ia], self.b[column][self.ib]
+
+
 def _weighted_offset(d: NDArray[Any], sigma: NDArray[Any]) -> tuple[float, float]:
     """(weighted mean of d, its standard error) for differences d with errors sigma."""
     w = 1.0 / sigma**2
@@ -141,17 +156,18 @@ def compare_objects(
     ca, cb = _primary(a), _primary(b)
     na, nb = len(ca["ra"]), len(cb["ra"])
     ia, ib = match_positions(ca["ra"], ca["dec"], cb["ra"], cb["dec"], cfg.match_radius_arcsec)
+    m = _Matched(ca, cb, ia, ib, sites)
     checks: list[Check] = []
     if lim.identical:  # every object has its twin
         frac = len(ia) / max(na, nb) if max(na, nb) else 0.0
         detail = f"{sites[0]} {na} objects, {sites[1]} {nb}, {len(ia)} matched"
     else:  # objects near the threshold come and go with the noise: count those well above it
-        frac, detail = _bright_match_fraction(ca, cb, ia, ib, cfg.match_min_snr, sites)
+        frac, detail = _bright_match_fraction(m, cfg.match_min_snr)
     frac_limit = lim.fraction(cfg.min_match_fraction, 1.0)
     checks.append(Check("match_fraction", None, frac, frac_limit, frac >= frac_limit, detail))
     if len(ia) == 0:
         return checks, 0, {}
-    position_checks, samples = _position_checks(ca, cb, ia, ib, lim)
+    position_checks, samples = _position_checks(m, lim)
     checks += position_checks
     flag_diff = np.zeros(len(ia), dtype=bool)
     for band in bands:
@@ -159,10 +175,9 @@ def compare_objects(
         if why:
             checks.append(Check("columns", band, float("nan"), 0.0, False, why))
             continue
-        g1 = np.asarray(ca[f"{band}_flag_psf"][ia], dtype=bool)
-        g2 = np.asarray(cb[f"{band}_flag_psf"][ib], dtype=bool)
+        g1, g2 = (np.asarray(g, dtype=bool) for g in m.pair(f"{band}_flag_psf"))
         flag_diff |= g1 != g2
-        band_checks, band_samples = _flux_checks(ca, cb, ia, ib, band, ~g1 & ~g2, lim, sites)
+        band_checks, band_samples = _flux_checks(m, band, ~g1 & ~g2, lim)
         checks += band_checks
         samples.update(band_samples)
     flags = float(np.mean(flag_diff))
@@ -171,18 +186,11 @@ def compare_objects(
     return checks, len(ia), samples
 
 
-def _bright_match_fraction(
-    ca: dict[str, NDArray[Any]],
-    cb: dict[str, NDArray[Any]],
-    ia: NDArray[Any],
-    ib: NDArray[Any],
-    min_snr: float,
-    sites: tuple[str, str],
-) -> tuple[float, str]:
+def _bright_match_fraction(m: _Matched, min_snr: float) -> tuple[float, str]:
     """The smaller of the two sites' fractions of their objects at detection S/N ≥ ``min_snr`` that
     have a match at the other site."""
     fractions, parts = [], []
-    for site, cols, matched in ((sites[0], ca, ia), (sites[1], cb, ib)):
+    for site, cols, matched in ((m.sites[0], m.a, m.ia), (m.sites[1], m.b, m.ib)):
         snr = cols.get("detect_snr")
         bright = np.ones(len(cols["ra"]), bool) if snr is None else np.asarray(snr) >= min_snr
         hit = np.zeros(len(bright), bool)
@@ -193,15 +201,14 @@ def _bright_match_fraction(
     return min(fractions), f"objects at S/N >= {min_snr:g} matched: " + ", ".join(parts)
 
 
-def _position_checks(
-    ca: dict[str, NDArray[Any]], cb: dict[str, NDArray[Any]], ia: NDArray[Any], ib: NDArray[Any], lim: Limits
-) -> tuple[list[Check], dict[str, list[float]]]:
+def _position_checks(m: _Matched, lim: Limits) -> tuple[list[Check], dict[str, list[float]]]:
     """Position pulls (differences over the combined centroid errors): their rms and a mean offset."""
-    cosd = math.cos(math.radians(float(np.mean(ca["dec"][ia]))))
-    dra = ((ca["ra"][ia] - cb["ra"][ib] + 180.0) % 360.0 - 180.0) * cosd * 3600.0
-    ddec = (ca["dec"][ia] - cb["dec"][ib]) * 3600.0
+    (ra1, ra2), (dec1, dec2), (err1, err2) = m.pair("ra"), m.pair("dec"), m.pair("coord_err")
+    cosd = math.cos(math.radians(float(np.mean(dec1))))
+    dra = ((ra1 - ra2 + 180.0) % 360.0 - 180.0) * cosd * 3600.0
+    ddec = (dec1 - dec2) * 3600.0
     floor = 0.0 if lim.identical else lim.cfg.astrometric_floor_mas / 1000.0  # both sites' calibrations
-    sigma = np.sqrt(ca["coord_err"][ia] ** 2 + cb["coord_err"][ib] ** 2 + 2 * floor**2)
+    sigma = np.sqrt(err1**2 + err2**2 + 2 * floor**2)
     ok = np.isfinite(sigma) & (sigma > 0) & np.isfinite(dra) & np.isfinite(ddec)
     n = int(ok.sum())
     if n == 0:
@@ -216,24 +223,16 @@ def _position_checks(
         Check("position_pull_rms", None, rms, lim.rms(2 * n), rms <= lim.rms(2 * n), f"{n} objects"),
         Check("position_offset", None, offset, lim.mean(n), offset <= lim.mean(n), shift),
     ]
-    where = {"ra": ca["ra"][ia][ok], "dec": ca["dec"][ia][ok]}
+    where = {"ra": ra1[ok], "dec": dec1[ok]}
     return checks, _sample({**where, "dra_mas": dra * 1e3, "ddec_mas": ddec * 1e3, "sigma_mas": sigma * 1e3})
 
 
 def _flux_checks(
-    ca: dict[str, NDArray[Any]],
-    cb: dict[str, NDArray[Any]],
-    ia: NDArray[Any],
-    ib: NDArray[Any],
-    band: str,
-    unflagged: NDArray[Any],
-    lim: Limits,
-    sites: tuple[str, str],
+    m: _Matched, band: str, unflagged: NDArray[Any], lim: Limits
 ) -> tuple[list[Check], dict[str, list[float]]]:
     """PSF-flux pulls of one band: their rms, a relative (zero-point-like) offset and the bright-object
     median Δmag."""
-    f1, f2 = ca[f"{band}_psfFlux"][ia], cb[f"{band}_psfFlux"][ib]
-    e1, e2 = ca[f"{band}_psfFluxErr"][ia], cb[f"{band}_psfFluxErr"][ib]
+    (f1, f2), (e1, e2) = m.pair(f"{band}_psfFlux"), m.pair(f"{band}_psfFluxErr")
     ok = np.isfinite(f1) & np.isfinite(f2) & (e1 > 0) & (e2 > 0) & unflagged
     f1, f2, e1, e2 = f1[ok], f2[ok], e1[ok], e2[ok]
     mean_flux = 0.5 * (f1 + f2)
@@ -252,10 +251,10 @@ def _flux_checks(
     if det.any():
         rel, err = _weighted_offset((f1 - f2)[det] / mean_flux[det], noise[det] / mean_flux[det])
         err = math.sqrt(err**2 + 2 * floor**2)  # the calibrations' part does not average down
-        m = int(det.sum())
-        offset = abs(rel) / err / math.sqrt(m)
-        detail = f"mean Δmag {-rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {m} objects (S/N > 5)"
-        checks.append(Check("flux_offset", band, offset, lim.mean(m), offset <= lim.mean(m), detail))
+        n_det = int(det.sum())
+        offset = abs(rel) / err / math.sqrt(n_det)
+        detail = f"mean Δmag {-rel * 1085.7:+.3g} ± {err * 1085.7:.2g} mmag over {n_det} objects (S/N > 5)"
+        checks.append(Check("flux_offset", band, offset, lim.mean(n_det), offset <= lim.mean(n_det), detail))
     bright = (f1 / e1 >= lim.cfg.bias_min_snr) & (f1 > 0) & (f2 > 0)
     if bright.any():
         dmag = -2.5 * np.log10(f1[bright] / f2[bright]) * 1000.0
@@ -267,9 +266,7 @@ def _flux_checks(
             stat = err_mmag * math.sqrt(math.pi / 2) / math.sqrt(k)
             limit = lim.mean(1) * math.hypot(stat, math.sqrt(2) * lim.cfg.photometric_floor_mmag)
         bias = float(np.median(dmag))
-        detail = (
-            f"{int(bright.sum())} objects with S/N >= {lim.cfg.bias_min_snr:g}; positive: {sites[0]} fainter"
-        )
+        detail = f"{k} objects with S/N >= {lim.cfg.bias_min_snr:g}; positive: {m.sites[0]} fainter"
         checks.append(Check("flux_bias_mmag", band, bias, limit, abs(bias) <= limit, detail))
     else:
         detail = f"not measured: no matched object with S/N >= {lim.cfg.bias_min_snr:g}"

@@ -28,6 +28,15 @@ from science.thresholds import ValidationSection
 
 TRACT = 0
 BAND = "r"
+# the small release the pipeline tests process (2 tracts, g and r, 2 visits per band)
+TINY = ReleaseConfig(
+    name="tiny",
+    seed=7,
+    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
+    bands=("g", "r"),
+    visits_per_band=2,
+    image_pix=900,
+)
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,7 @@ def _coadds(ctx: ReleaseContext, band: str) -> list[Path]:
     ]
 
 
-def _edit_table(ctx: ReleaseContext, edit: dict[str, np.ndarray]) -> None:
-    path = ctx.root / ctx.layout.object_table(TRACT)
-    t = pq.read_table(path)
+def _edit_table(path: Path, t: pa.Table, edit: dict[str, np.ndarray]) -> None:
     for name, values in edit.items():
         t = t.set_column(t.column_names.index(name), name, pa.array(values))
     pq.write_table(t, path)
@@ -119,7 +126,7 @@ def inject(ctx: ReleaseContext, fault: str, size: float, seed: int = 0) -> None:
     t = pq.read_table(table_path)
     if fault == "zero_point":
         cols = [c for c in t.column_names if c.startswith(f"{BAND}_") and c.endswith(("Flux", "FluxErr"))]
-        _edit_table(ctx, {c: np.asarray(t[c]) * (1 + size) for c in cols})
+        _edit_table(table_path, t, {c: np.asarray(t[c]) * (1 + size) for c in cols})
         for path in _coadds(ctx, BAND):
             e = read_exposure(path)
             e.image[:] *= 1 + size
@@ -127,7 +134,7 @@ def inject(ctx: ReleaseContext, fault: str, size: float, seed: int = 0) -> None:
             write_fits_atomic(path, e.hdus())
     elif fault in ("shift", "wcs_shift"):
         if fault == "shift":
-            _edit_table(ctx, {"dec": np.asarray(t["dec"]) + size / 3.6e6})
+            _edit_table(table_path, t, {"dec": np.asarray(t["dec"]) + size / 3.6e6})
         for band in ctx.bands if fault == "shift" else (BAND,):
             for path in _coadds(ctx, band):
                 e = read_exposure(path)
@@ -184,4 +191,4 @@ def job_count(ctx: ReleaseContext) -> int:
     return sum(1 for _ in ctx.jobs({TRACT}))
 
 
-__all__ = ["FAULTS", "Job", "compare", "copy_site", "failed_checks", "inject", "job_count", "process"]
+__all__ = ["FAULTS", "TINY", "Job", "compare", "copy_site", "failed_checks", "inject", "job_count", "process"]

@@ -213,6 +213,19 @@ def _stored(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and "jobs" not in p.parts}
 
 
+def scale_r_flux(site: Path, factor: float) -> tuple[Path, object]:
+    """A zero-point fault in a site's tract-0 r fluxes; returns the table's path and its good copy."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = site / "tiny/objectTable/tract0000.parquet"
+    good = pq.read_table(path)
+    i = good.column_names.index("r_psfFlux")
+    pq.write_table(good.set_column(i, "r_psfFlux", pa.array(np.asarray(good["r_psfFlux"]) * factor)), path)
+    return path, good
+
+
 def _run_until(driver: CampaignDriver, state: str) -> None:
     import time
 
@@ -226,16 +239,11 @@ def _run_until(driver: CampaignDriver, state: str) -> None:
 
 
 def test_zero_point_error_at_one_site_fails_validation_by_name(tmp_path: Path, pristine: Path) -> None:
-    import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     driver = _setup(tmp_path, pristine)
     _run_until(driver, "VALIDATING")
-    table_path = tmp_path / "in2p3" / "tiny/objectTable/tract0000.parquet"
-    t = pq.read_table(table_path)
-    i = t.column_names.index("r_psfFlux")
-    pq.write_table(t.set_column(i, "r_psfFlux", pa.array(np.asarray(t["r_psfFlux"]) * 1.01)), table_path)
+    table_path, t = scale_r_flux(tmp_path / "in2p3", 1.01)
     result = driver.tick()
     assert result.after == "FAILED" and result.exit_code == 1
     assert "tract 0 ncsa vs in2p3: flux_bias_mmag[r]" in result.message, result.message

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 
 from science.pipeline.jobs import ReleaseContext
-from science.synth import ReleaseConfig
 from science.thresholds import ValidationSection
-from tests.fault_injection import FAULTS, compare, copy_site, failed_checks, inject, process
+from tests.fault_injection import FAULTS, TINY, compare, copy_site, failed_checks, inject, process
 
-RELEASE = ReleaseConfig(
-    name="tiny",
-    seed=7,
-    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
-    bands=("g", "r"),
-    visits_per_band=2,
-    image_pix=900,
-)
+RELEASE = TINY
 
 # Identical mode (same code, same inputs): the smallest faults caught, as bench/crossval.py measured
 # them on this release (each one a ladder step above the first size that passes).

@@ -11,14 +11,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import text
 
 from drp.overlap import read_record, record_path
 from drp.report import build_report
 from tests.conftest import service_unavailable
-from tests.test_campaign import _run_until, _setup, pristine  # noqa: F401 - the module's release
+from tests.test_campaign import _run_until, _setup, pristine, scale_r_flux  # noqa: F401 - the module's release
 
 # Appended to a copy of the page: every image that did not decode is a console error.
 PROBE = """<script>
@@ -72,10 +71,7 @@ def test_report_after_a_fault_is_one_story_and_loads_in_chromium(
 ) -> None:
     driver = _setup(tmp_path, pristine)
     _run_until(driver, "VALIDATING")
-    path = tmp_path / "in2p3" / "tiny/objectTable/tract0000.parquet"
-    good = pq.read_table(path)
-    i = good.column_names.index("r_psfFlux")
-    pq.write_table(good.set_column(i, "r_psfFlux", pa.array(np.asarray(good["r_psfFlux"]) * 1.01)), path)
+    path, good = scale_r_flux(tmp_path / "in2p3", 1.01)
     assert driver.tick().after == "FAILED"
     pq.write_table(good, path)  # repaired on disk, not validated again: the report tells what was seen
 

@@ -265,9 +265,10 @@ def measure(
         image = exp.image.astype(np.float64)
         variance = np.where(usable, exp.variance, 0.0).astype(np.float64)
         image[~usable] = 0.0
+        noise = np.sqrt(variance)
         psf = psfs[band]
         ap, ap_err, ap_flag = sep.sum_circle(
-            image, x, y, cfg.aperture_fwhm * psf.fwhm_pix, err=np.sqrt(variance), mask=~usable, subpix=5
+            image, x, y, cfg.aperture_fwhm * psf.fwhm_pix, err=noise, mask=~usable, subpix=5
         )
         half = math.ceil(cfg.psf_stamp_sigma * psf.max_sigma)
         pf, pf_err, pf_flag = _psf_fluxes(image, variance, usable, x, y, psf, half)
@@ -283,11 +284,11 @@ def measure(
             e = ellipse
             kf[e], kf_err[e], k_flag[e] = sep.sum_ellipse(
                 image, x[e], y[e], a[e], b[e], theta[e], KRON_FACTOR * kron[e],
-                err=np.sqrt(variance), mask=~usable, subpix=1,
+                err=noise, mask=~usable, subpix=1,
             )  # fmt: skip
         if circle.any():
             kf[circle], kf_err[circle], k_flag[circle] = sep.sum_circle(
-                image, x[circle], y[circle], KRON_MIN_RADIUS, err=np.sqrt(variance), mask=~usable, subpix=1
+                image, x[circle], y[circle], KRON_MIN_RADIUS, err=noise, mask=~usable, subpix=1
             )  # fmt: skip
         columns[f"{band}_kronFlux"] = kf
         columns[f"{band}_kronFluxErr"] = kf_err
