@@ -18,20 +18,14 @@ from bookkeeping.jobs import job_detail, step_profiles
 from cli import cli
 from drp import processing
 from science.pipeline.jobs import job_name
-from science.synth import ReleaseConfig, generate_release
+from science.synth import generate_release
 from science.workflow import WorkflowSpec
 from sites.catalogue import SiteCatalogue
 from sites.compute import NodeState, RunState, get_backend
 from sites.compute.local import LocalBackend, run_dir
+from tests.fault_injection import TINY
 
-CFG = ReleaseConfig(
-    name="tiny",
-    seed=7,
-    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
-    bands=("g", "r"),
-    visits_per_band=2,
-    image_pix=900,
-)
+CFG = TINY
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,11 @@ from common.errors import InvalidInputError
 from science.files import read_provenance
 from science.pipeline.common import match_positions
 from science.pipeline.jobs import STEPS, Job, ReleaseContext, run_job
-from science.synth import ReleaseConfig, generate_release
+from science.synth import generate_release
 from science.validate import validate_release
+from tests.fault_injection import TINY
 
-CFG = ReleaseConfig(
-    name="tiny",
-    seed=7,
-    skymap=ReleaseConfig().skymap.model_copy(update={"tracts_x": 2, "tracts_y": 1}),
-    bands=("g", "r"),
-    visits_per_band=2,
-    image_pix=900,
-)
+CFG = TINY
 
 
 @pytest.fixture(scope="module")
