@@ -29,6 +29,7 @@ from common.errors import InvalidInputError
 from common.permissions import Modes, make_dir
 from common.temporaries import sweep, temp_path
 from science.crossval import TractComparison, compare_tract
+from science.crossval_limits import finite_or_none
 from science.thresholds import ValidationSection
 from sites.catalogue import SiteConfig
 from transfer.checksum import adler32_file
@@ -119,24 +120,21 @@ def compare_overlap(
     return out
 
 
-def _finite(x: float) -> float | None:
-    return x if x == x and abs(x) != float("inf") else None
-
-
 def report_rows(results: Sequence[TractComparison]) -> list[dict[str, Any]]:
     """The checks as the report's table and report.json show them (the bookkeeping query's shape)."""
     rows = [
         {
             "tract": r.tract,
             "sites": ",".join(r.sites),
-            "quantity": row.quantity,
-            "value": row.value,
-            "limit": row.threshold,
-            "passed": row.passed,
-            **json.loads(row.details),
+            "quantity": c.name,
+            "value": finite_or_none(c.value),
+            "limit": finite_or_none(c.limit),
+            "passed": c.passed,
+            "detail": c.detail,
+            "band": c.band,
         }
         for r in results
-        for row in validation_rows(r)
+        for c in r.checks
     ]
     return sorted(rows, key=lambda v: (v["tract"], v["sites"], v["quantity"]))
 
@@ -146,9 +144,9 @@ def validation_rows(result: TractComparison) -> list[ValidationRow]:
         ValidationRow(
             tract=result.tract,
             sites=",".join(result.sites),
-            quantity=c.quantity if c.band is None else f"{c.quantity}[{c.band}]",
-            value=_finite(c.value),
-            threshold=_finite(c.limit),
+            quantity=c.name,
+            value=finite_or_none(c.value),
+            threshold=finite_or_none(c.limit),
             passed=c.passed,
             details=json.dumps({"detail": c.detail, "band": c.band}),
         )

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from science.crossval_coadd import compare_coadds
-from science.crossval_limits import Check, Limits
+from science.crossval_limits import Check, Limits, finite_or_none
 from science.layout import Layout
 from science.pipeline.common import match_positions
 from science.thresholds import ValidationSection
@@ -67,7 +67,7 @@ class TractComparison:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("samples")
-        d["checks"] = [{k: _json_number(v) for k, v in c.items()} for c in d["checks"]]
+        d["checks"] = [{k: finite_or_none(v) for k, v in c.items()} for c in d["checks"]]
         d["passed"] = self.passed
         return d
 
@@ -96,10 +96,6 @@ class TractComparison:
 
 
 SAMPLE_LIMIT = 5000
-
-
-def _json_number(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _sample(columns: dict[str, NDArray[Any]]) -> dict[str, list[float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from scipy.stats import chi2, norm
 
@@ -20,11 +21,15 @@ class Check:
     passed: bool
     detail: str = ""
 
+    @property
+    def name(self) -> str:
+        """quantity[band], or the quantity when it is not per band: how the books and reports name it."""
+        return f"{self.quantity}[{self.band}]" if self.band else self.quantity
+
     def describe(self, tract: int, sites: tuple[str, str]) -> str:
-        what = f"{self.quantity}[{self.band}]" if self.band else self.quantity
         verdict = "ok" if self.passed else "FAILED"
         return (
-            f"tract {tract} {sites[0]} vs {sites[1]}: {what} = {self.value:.4g} "
+            f"tract {tract} {sites[0]} vs {sites[1]}: {self.name} = {self.value:.4g} "
             f"(limit {self.limit:.4g}) {verdict}" + (f": {self.detail}" if self.detail else "")
         )
 
@@ -67,3 +72,8 @@ class Limits:
         if self.identical:
             return f"identical inputs and code: tolerance {self.tol:g} sigma"
         return f"independent noise: false-alarm rate {self.cfg.false_alarm_rate:g} per check"
+
+
+def finite_or_none(v: Any) -> Any:
+    """A number as JSON and SQL can hold it: NaN and ±inf become None (null / NULL)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v

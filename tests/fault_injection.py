@@ -100,9 +100,7 @@ def compare(ctx_a: ReleaseContext, root_b: Path, cfg: ValidationSection) -> Trac
 
 
 def failed_checks(result: TractComparison) -> set[str]:
-    return {
-        c.quantity if c.band is None else f"{c.quantity}[{c.band}]" for c in result.checks if not c.passed
-    }
+    return {c.name for c in result.checks if not c.passed}
 
 
 def _coadds(ctx: ReleaseContext, band: str) -> list[Path]:
