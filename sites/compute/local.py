@@ -1,12 +1,12 @@
 """The ``local`` compute back-end: a process pool on this machine (the embedded default).
 
-One single-threaded executor runs the DAG: stdlib :mod:`graphlib` says which jobs are ready, each
-job is forked under the profiler (by default from this process after the pipeline is imported, which
-saves 1.2 s of imports per job; ``preload = false`` execs ``drp jobs run`` instead), and the loop
-sleeps in ``poll`` on one pidfd per running child (race-free, unlike SIGCHLD, which coalesces and which
-``posix_spawn`` children were seen to lose), with SIGINT and SIGTERM blocked and checked on every wake-up
-(at most ``_TICK_S`` apart), so a finished child, a Ctrl-C and a scheduler's TERM are all handled in one
-place, without threads (forking from a threaded process is unsafe).
+One executor runs the DAG: stdlib :mod:`graphlib` says which jobs are ready and its thread decides
+what to start, what to retry and when to stop; a launcher (:mod:`.launch`) starts the jobs under the
+profiler and hands back their written reports. By default jobs are forked from this process after the
+pipeline is imported (1.2 s of imports saved per job), from the executor's one thread; a job that is a
+command (``preload = false`` execs ``drp jobs run``, or ``command``) is spawned by one launcher thread
+per worker. SIGINT and SIGTERM are blocked and checked on every wake-up (at most ``_TICK_S`` apart), so
+a finished job, a Ctrl-C and a scheduler's TERM are all handled in one place.
 
 Resuming: the job reports on storage are the record. A job whose latest report succeeded and whose
 outputs exist is done and never re-run; everything else runs again with a fresh retry budget (like a
@@ -18,11 +18,9 @@ executor (PR_SET_PDEATHSIG), so ``kill -9`` of the executor leaves no orphan wri
 
 from __future__ import annotations
 
-import dataclasses
 import graphlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -37,46 +35,18 @@ from pydantic import Field
 from common.atomic import write_json_atomic
 from common.probes import Health, Probe
 from common.temporaries import pid_exists
-from instrumentation.profiler import JobReport, Profiler, Running, open_attempt, read_report, reap
+from instrumentation.profiler import JobReport, Profiler, read_report
 from science.layout import Layout
 from science.workflow import Node, WorkflowSpec
 
-from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states, job_command
+from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states
+from .launch import Finished, Launcher, make_launcher
 
 STATE_FILE = "state.json"
 PID_FILE = "executor.pid"
 _STATE_EVERY_S = 1.0
-# Reports are renamed into place without fsync (one fsync per job halved throughput on small jobs): a
-# report lost to a power cut reads as "not run" and the job runs again, which is the resume rule anyway.
-_DURABLE_REPORTS = False
 _TICK_S = 0.25  # longest sleep between checks for SIGINT/SIGTERM
 _STOP = frozenset({signal.SIGINT, signal.SIGTERM})
-
-
-class _Children:
-    """Running children watched through pidfds: ``wait`` returns the pids that have exited."""
-
-    def __init__(self) -> None:
-        self._poll = select.poll()
-        self._pid_of: dict[int, int] = {}
-
-    def add(self, pid: int) -> None:
-        fd = os.pidfd_open(pid)
-        self._poll.register(fd, select.POLLIN)
-        self._pid_of[fd] = pid
-
-    def wait(self, timeout_s: float) -> list[int]:
-        exited = []
-        for fd, _ in self._poll.poll(max(0, int(timeout_s * 1000))):
-            self._poll.unregister(fd)
-            os.close(fd)
-            exited.append(self._pid_of.pop(fd))
-        return exited
-
-    def close(self) -> None:
-        for fd in self._pid_of:
-            os.close(fd)
-        self._pid_of.clear()
 
 
 _caught: list[int] = []
@@ -158,7 +128,6 @@ class Executor:
     def __init__(self, spec: WorkflowSpec, settings: LocalSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self.layout = Layout(spec.release)
         self.profiler = Profiler()
         self.states: dict[str, NodeState] = {}
         self.step_of: dict[str, str] = {}
@@ -180,40 +149,38 @@ class Executor:
         preloaded = self.settings.preload and not self.settings.command
         target = self._preloaded_target() if preloaded else None
         queue: deque[Node] = deque()
-        running: dict[int, tuple[Running, Node]] = {}
         tries: Counter[str] = Counter()
         per_step: Counter[str] = Counter()
-        children = _Children()
         old_handlers = _install(_catch)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+        # After the mask: launcher threads inherit it, so SIGINT/SIGTERM reach this thread only.
+        launcher = make_launcher(
+            self.spec, self.settings, self.profiler, self.settings.max_workers, self._started, target
+        )
         write_json_atomic(run_dir(self.spec) / PID_FILE, {"pid": os.getpid(), "started_at": time.time()})
         interval = self.settings.sample_interval_s
         next_sample = time.monotonic() + interval
         try:
             while True:
                 self._take_ready(graph, queue, done)
-                self._launch(queue, running, per_step, tries, target, children)
+                self._launch(queue, launcher, per_step, tries)
                 self._write_state(RunState.RUNNING)
-                if not running:
+                if not launcher.running:
                     break
                 timeout = min(_TICK_S, max(0.0, next_sample - time.monotonic())) if interval else _TICK_S
-                for pid in children.wait(timeout):  # reaped before a cancel: wait() forgets them
-                    finished = reap(pid)
-                    assert finished is not None
-                    run, node = running.pop(pid)
-                    per_step[node.step] -= 1
-                    self._finished(run, node, *finished, graph, queue, tries, done)
+                for finished in launcher.collect(timeout):
+                    per_step[finished.node.step] -= 1
+                    self._finished(finished, graph, queue, done)
                 if _stop_requested():
-                    self._cancel(running, per_step, children)
+                    self._cancelled = True
+                    for finished in launcher.cancel(self.settings.grace_s, _TICK_S):
+                        self._finished(finished, graph, queue, done)
                     break
                 if interval and time.monotonic() >= next_sample:
                     next_sample = time.monotonic() + interval
-                    for run, _ in running.values():
-                        self.profiler.sample(run)
+                    launcher.sample()
         finally:
-            children.close()
-            for run, _ in running.values():
-                self.profiler.close(run)
+            launcher.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             _install(old_handlers)
         if self._cancelled:
@@ -251,99 +218,41 @@ class Executor:
             nodes_ready = follow
 
     def _launch(
-        self,
-        queue: deque[Node],
-        running: dict[int, tuple[Running, Node]],
-        per_step: Counter[str],
-        tries: Counter[str],
-        target: Callable[[str], Callable[[], int]] | None,
-        children: _Children,
+        self, queue: deque[Node], launcher: Launcher, per_step: Counter[str], tries: Counter[str]
     ) -> None:
         deferred: list[Node] = []
-        while queue and len(running) < self.settings.max_workers:
+        while queue and launcher.running < launcher.slots:
             node = queue.popleft()
             limit = self.settings.max_jobs.get(node.step)
             if limit is not None and per_step[node.step] >= limit:
                 deferred.append(node)
                 continue
-            attempt = open_attempt(self.spec.root / self.layout.job_dir(node.step), node.name)
-            command = job_command(self.spec, node, self.settings, profiled=False)
-            run = self.profiler.start(
-                target(node.name) if target is not None else command,
-                job=node.name,
-                step=node.step,
-                data_id=node.data_id,
-                attempt=attempt.number,
-                command=command,
-                stdout=attempt.stdout,
-                stderr=attempt.stderr,
-                fds=attempt.fds,
-            )
-            running[run.pid] = (run, node)
-            children.add(run.pid)
-            per_step[node.step] += 1
             tries[node.name] += 1
-            self.states[node.name] = NodeState.RUNNING
+            launcher.start(node, may_retry=tries[node.name] <= self.settings.retries)
+            per_step[node.step] += 1
         queue.extendleft(reversed(deferred))
 
+    def _started(self, node: Node) -> None:
+        """Called by the launcher (from its thread) once the job runs: replacing a value of an existing
+        key is atomic, and the counting in :meth:`_write_state` never sees the dict change size."""
+        self.states[node.name] = NodeState.RUNNING
+
     def _finished(
-        self,
-        run: Running,
-        node: Node,
-        status: int,
-        usage: Any,
-        graph: graphlib.TopologicalSorter[str],
-        queue: deque[Node],
-        tries: Counter[str],
-        done: set[str],
+        self, finished: Finished, graph: graphlib.TopologicalSorter[str], queue: deque[Node], done: set[str]
     ) -> None:
-        missing = [o for o in node.outputs if not (self.spec.root / o).is_file()]
-        report = self.profiler.finish(run, status, usage, missing_outputs=missing if status == 0 else ())
-        self.profiler.close(run)
-        retry = (
-            not report.succeeded
-            and not self._cancelled
-            and report.exit_code not in self.settings.retry_unless_exit
-            and tries[node.name] <= self.settings.retries
-        )
-        if retry:
-            report = dataclasses.replace(report, will_retry=True)
-        report.write(self._report_path(node, run), durable=_DURABLE_REPORTS)
-        if report.succeeded:
+        node, report = finished.node, finished.report
+        if report is None:  # taken back by a cancel before it started
+            self.states[node.name] = NodeState.PENDING
+        elif report.succeeded:
             self.states[node.name] = NodeState.SUCCEEDED
-            done.add(node.name)
-            graph.done(node.name)
-        elif retry:
+            if not self._cancelled:
+                done.add(node.name)
+                graph.done(node.name)
+        elif report.will_retry:
             self.states[node.name] = NodeState.PENDING
             queue.append(node)
         else:
             self.states[node.name] = NodeState.CANCELLED if self._cancelled else NodeState.FAILED
-
-    def _report_path(self, node: Node, run: Running) -> Path:
-        return self.spec.root / self.layout.job_log(node.step, node.name, run.attempt, "json")
-
-    def _cancel(
-        self, running: dict[int, tuple[Running, Node]], per_step: Counter[str], children: _Children
-    ) -> None:
-        self._cancelled = True
-        for pid in running:
-            _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.grace_s
-        killed = False
-        while running:
-            for pid in children.wait(_TICK_S):
-                finished = reap(pid)
-                assert finished is not None
-                run, node = running.pop(pid)
-                per_step[node.step] -= 1
-                report = self.profiler.finish(run, *finished)
-                self.profiler.close(run)
-                report.write(self._report_path(node, run), durable=_DURABLE_REPORTS)
-                self.states[node.name] = NodeState.SUCCEEDED if report.succeeded else NodeState.CANCELLED
-            if running and not killed and time.monotonic() > deadline:
-                killed = True
-                for pid in running:
-                    _signal_group(pid, signal.SIGKILL)
 
     def _write_state(self, state: RunState, *, force: bool = False) -> RunReport | None:
         """Write the state file (at most once a second unless forced: counting is O(jobs))."""
@@ -359,13 +268,6 @@ class Executor:
         self._last_state_write = now
         write_json_atomic(run_dir(self.spec) / STATE_FILE, {**report.to_dict(), "updated_at": time.time()})
         return report
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _alive(pid: int) -> bool:
