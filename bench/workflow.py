@@ -167,7 +167,7 @@ def _parsl(n: int, workers: int) -> float | None:
     except ImportError:
         return None
 
-    @parsl.bash_app  # type: ignore[misc]
+    @parsl.bash_app
     def true_app() -> str:
         return "true"
 
