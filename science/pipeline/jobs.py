@@ -30,6 +30,11 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 
 _SHORT = {"visit": "v", "tract": "t", "patch": "p", "band": "b"}
+# Step -> the format of its job names (``warp_v001012_t2_p3``), built once from STEPS and _SHORT.
+_NAME_FORMAT = {
+    step: "_".join([step, *("v{visit:06d}" if k == "visit" else f"{_SHORT[k]}{{{k}}}" for k in keys)])
+    for step, keys in STEPS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,7 @@ class Job:
     @property
     def name(self) -> str:
         """A stable, filesystem- and DAGMan-safe job name, e.g. ``warp_v001012_t2_p3``."""
-        parts = [
-            f"v{self.data_id[k]:06d}" if k == "visit" else f"{_SHORT[k]}{self.data_id[k]}"
-            for k in STEPS[self.step]
-        ]
-        return "_".join([self.step, *parts])
+        return job_name(self.step, self.data_id)
 
     def data_id_json(self) -> str:
         return json.dumps(self.data_id, sort_keys=True, separators=(",", ":"))
@@ -73,7 +74,7 @@ class Job:
 
 def job_name(step: str, data_id: dict[str, Any]) -> str:
     """The name of the job (``warp_v001012_t2_p3``): what bookkeeping's job queries name rows with."""
-    return Job(step, data_id).name
+    return _NAME_FORMAT[step].format_map(data_id)
 
 
 @dataclass(frozen=True)
@@ -177,30 +178,39 @@ class ReleaseContext:
 
     def io(self, job: Job) -> tuple[list[Path], list[Path]]:
         """Input and output paths of a job, relative to the site root."""
+        ins, outs = self.io_names(job)
+        return [Path(p) for p in ins], [Path(p) for p in outs]
+
+    def io_names(self, job: Job) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """:meth:`io` as strings (what a DAG stores)."""
         L, d = self.layout, job.data_id
         if job.step == "calibrate":
-            v = self.visits[d["visit"]]
-            return [L.raw(v["band"], d["visit"]), L.refcat()], [
-                L.calexp(v["band"], d["visit"]),
-                L.src(v["band"], d["visit"]),
-            ]
+            band = self.visits[d["visit"]]["band"]
+            return (L.raw_name(band, d["visit"]), L.refcat_name()), (
+                L.calexp_name(band, d["visit"]),
+                L.src_name(band, d["visit"]),
+            )
         if job.step == "warp":
             band = self.visits[d["visit"]]["band"]
-            return [L.calexp(band, d["visit"])], [L.warp(d["tract"], d["patch"], band, d["visit"])]
+            return (L.calexp_name(band, d["visit"]),), (
+                L.warp_name(d["tract"], d["patch"], band, d["visit"]),
+            )
         if job.step == "coadd":
-            ins = [
-                L.warp(d["tract"], d["patch"], d["band"], v)
+            ins = tuple(
+                L.warp_name(d["tract"], d["patch"], d["band"], v)
                 for v in self.visits_on(d["tract"], d["patch"], d["band"])
-            ]
-            return ins, [L.coadd(d["tract"], d["patch"], d["band"])]
+            )
+            return ins, (L.coadd_name(d["tract"], d["patch"], d["band"]),)
         if job.step == "measure":
-            return [
-                L.coadd(d["tract"], d["patch"], b)
+            return tuple(
+                L.coadd_name(d["tract"], d["patch"], b)
                 for b in self.bands
                 if self.visits_on(d["tract"], d["patch"], b)
-            ], [L.object(d["tract"], d["patch"])]
+            ), (L.object_name(d["tract"], d["patch"]),)
         tract = self.skymap.tract(d["tract"])
-        return [L.object(d["tract"], p.index) for p in tract.patches], [L.object_table(d["tract"])]
+        return tuple(L.object_name(d["tract"], p.index) for p in tract.patches), (
+            L.object_table_name(d["tract"]),
+        )
 
     def jobs(self, tracts: set[int] | None = None, steps: tuple[str, ...] = tuple(STEPS)) -> Iterator[Job]:
         """Every job of the release (or of some tracts), step by step: a valid execution order.
