@@ -17,6 +17,15 @@ def replica_url(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
+def file_name(url: str) -> str:
+    """The local path of a ``file://`` URL as a string: a copy of 10,000 small files asks 20,000
+    times, and ``urlparse`` plus a Path were then most of the mover's own time."""
+    if url.startswith("file:///") and "?" not in url and "#" not in url:
+        path = url[7:]
+        return unquote(path) if "%" in path else path
+    return str(file_path(url))
+
+
 def file_path(url: str) -> Path:
     """The local path of a ``file://`` URL."""
     parsed = urlparse(url)
