@@ -1,16 +1,17 @@
 """What the Prometheus exporter reads: the exact aggregate tables (per scrape, cost independent of the
-number of files) and, for the profiles a background thread refreshes, grouped scans of attempts and
-transfers with duration histograms computed in SQL."""
+number of files and attempts) and, for the profiles a background thread refreshes, the attempt
+aggregates and grouped scans of transfers with duration histograms computed in SQL."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .states import TransferState
+from .states import DURATION_BUCKETS, TransferState
 
 
 def _rows(session: Session, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -72,19 +73,25 @@ def _histogram(column: str, buckets: Sequence[float]) -> str:
     return ", ".join(f"sum(CASE WHEN {column} <= :b{i} THEN 1 ELSE 0 END)" for i in range(len(buckets)))
 
 
-def attempt_profiles(session: Session, buckets: Sequence[float]) -> list[tuple[Any, ...]]:
+def attempt_profiles(session: Session) -> list[tuple[Any, ...]]:
     """Per (campaign, site, step): attempts, succeeded, CPU s, read and written bytes, largest peak
-    RSS, total wall s, then the cumulative count of attempts at or under each bucket bound."""
-    sql = (
-        "SELECT j.campaign_id, j.site_id, j.step, count(*), "
-        "sum(CASE WHEN a.exit_code = 0 THEN 1 ELSE 0 END), "
-        "coalesce(sum(a.cpu_user + a.cpu_sys), 0), coalesce(sum(a.read_bytes), 0), "
-        "coalesce(sum(a.write_bytes), 0), coalesce(max(a.peak_rss), 0), "
-        "coalesce(sum(a.ended_at - a.started_at), 0), "
-        + _histogram("a.ended_at - a.started_at", buckets)
-        + " FROM attempts a JOIN jobs j ON j.id = a.job_id GROUP BY j.campaign_id, j.site_id, j.step"
+    RSS, total wall s, then the cumulative count of attempts at or under each bound of
+    :data:`DURATION_BUCKETS`. From the attempt aggregates: no attempt is read."""
+    counts = _rows(
+        session,
+        "SELECT campaign_id, site_id, step, n_attempts, n_succeeded, cpu_s, read_bytes, write_bytes, "
+        "coalesce(rss_max, 0), wall_s FROM attempt_counts",
     )
-    return _rows(session, sql, {f"b{i}": b for i, b in enumerate(buckets)})
+    per_bucket: dict[tuple[int, int, str], list[int]] = {}
+    for cid, site, step, bucket, n in _rows(
+        session, "SELECT campaign_id, site_id, step, bucket, n_attempts FROM attempt_durations"
+    ):
+        per_bucket.setdefault((cid, site, step), [0] * (len(DURATION_BUCKETS) + 1))[bucket] += int(n)
+    out = []
+    for row in counts:
+        hist = per_bucket.get((row[0], row[1], row[2]), [0] * (len(DURATION_BUCKETS) + 1))
+        out.append((*row, *accumulate(hist[: len(DURATION_BUCKETS)])))
+    return out
 
 
 def transfer_durations(session: Session, buckets: Sequence[float]) -> list[tuple[Any, ...]]:

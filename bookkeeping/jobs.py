@@ -11,14 +11,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.errors import NotFoundError
+from common.errors import InvalidInputError, NotFoundError
 
 from .bulk import bump_counts, copy_rows, load_temp, transitions
-from .models import Attempt, Campaign, Job, Site
-from .states import JobState
+from .models import Attempt, AttemptCount, Campaign, Job, JobCount, Site
+from .states import DURATION_BUCKETS, JobState
 
 NameOf = Callable[[str, dict[str, Any]], str]  # (step, data id) -> the job's name (the pipeline's scheme)
 
@@ -173,48 +174,45 @@ def job_detail(
 
 
 def step_profiles(session: Session, campaign: str, *, site: str | None = None) -> list[StepProfile]:
-    wall = Attempt.ended_at - Attempt.started_at
-    cpu = func.coalesce(Attempt.cpu_user, 0) + func.coalesce(Attempt.cpu_sys, 0)
-    failed = func.sum(case((func.coalesce(Attempt.exit_code, -1) != 0, 1), else_=0))
+    """Per site and step, from the ``attempt_counts`` aggregate (cost independent of the attempts)."""
+    c = AttemptCount
     q = (
         select(
             Site.name,
-            Job.step,
-            func.count(),
-            failed,
-            func.avg(wall),
-            func.max(wall),
-            func.sum(cpu),
-            func.sum(wall),
-            func.max(Attempt.peak_rss),
-            func.avg(Attempt.peak_rss),
-            func.sum(Attempt.read_bytes),
-            func.sum(Attempt.write_bytes),
+            c.step,
+            c.n_attempts,
+            c.n_succeeded,
+            c.n_wall,
+            c.wall_s,
+            c.wall_max,
+            c.cpu_s,
+            c.rss_max,
+            c.n_rss,
+            c.rss_sum,
+            c.read_bytes,
+            c.write_bytes,
         )
-        .select_from(Attempt)
-        .join(Job, Job.id == Attempt.job_id)
-        .join(Site, Site.id == Job.site_id)
-        .where(Job.campaign_id == _campaign_id(session, campaign))
-        .group_by(Site.name, Job.step)
+        .join(Site, Site.id == c.site_id)
+        .where(c.campaign_id == _campaign_id(session, campaign))
     )
     if site:
         q = q.where(Site.name == site)
     out = []
-    for s, step, n, nfail, wmean, wmax, cpu_s, wall_s, rmax, rmean, rb, wb in session.execute(q):
+    for s, step, n, ok, n_wall, wall_s, wmax, cpu_s, rmax, n_rss, rss_sum, rb, wb in session.execute(q):
         out.append(
             StepProfile(
                 s,
                 step,
                 int(n),
-                int(nfail or 0),
-                float(wmean or 0),
+                int(n) - int(ok),
+                float(wall_s) / n_wall if n_wall else 0.0,
                 float(wmax or 0),
-                float(cpu_s or 0),
-                float(cpu_s or 0) / float(wall_s) if wall_s else 0.0,
+                float(cpu_s),
+                float(cpu_s) / float(wall_s) if wall_s else 0.0,
                 int(rmax or 0),
-                int(rmean or 0),
-                int(rb or 0),
-                int(wb or 0),
+                int(rss_sum) // n_rss if n_rss else 0,
+                int(rb),
+                int(wb),
             )
         )
     order = {s: i for i, s in enumerate(("calibrate", "warp", "coadd", "measure", "merge"))}
@@ -316,26 +314,95 @@ def set_job_states(session: Session, updates: Iterable[tuple[int, JobState]]) ->
 ATTEMPT_COLUMNS = AttemptRow._fields
 
 
+_ATTEMPT_DDL = (
+    "job_id BIGINT NOT NULL, number SMALLINT NOT NULL, exit_code SMALLINT, signal SMALLINT, "
+    "started_at DOUBLE PRECISION, ended_at DOUBLE PRECISION, cpu_user DOUBLE PRECISION, "
+    "cpu_sys DOUBLE PRECISION, peak_rss BIGINT, read_bytes BIGINT, write_bytes BIGINT, host VARCHAR(255), "
+    "stderr_tail TEXT, report_path TEXT"
+)
+
+
+def _newer(column: str, op: str) -> str:
+    """``SET`` clause keeping the larger (``op`` '>') or smaller ('<') of the row's and the new value."""
+    t = f"attempt_counts.{column}"
+    return (
+        f"{column} = CASE WHEN {t} IS NULL OR excluded.{column} {op} {t} THEN excluded.{column} ELSE {t} END"
+    )
+
+
+_SUMS = (
+    "n_attempts",
+    "n_succeeded",
+    "n_wall",
+    "wall_s",
+    "cpu_s",
+    "n_rss",
+    "rss_sum",
+    "read_bytes",
+    "write_bytes",
+)
+_ATTEMPT_COUNTS = (
+    "INSERT INTO attempt_counts (campaign_id, site_id, step, n_attempts, n_succeeded, n_wall, wall_s, "
+    "wall_max, cpu_s, n_rss, rss_sum, rss_max, read_bytes, write_bytes, first_started, last_ended) "
+    "SELECT j.campaign_id, j.site_id, j.step, count(*), sum(CASE WHEN a.exit_code = 0 THEN 1 ELSE 0 END), "
+    "count(a.ended_at - a.started_at), coalesce(sum(a.ended_at - a.started_at), 0), "
+    "max(a.ended_at - a.started_at), coalesce(sum(coalesce(a.cpu_user, 0) + coalesce(a.cpu_sys, 0)), 0), "
+    "count(a.peak_rss), coalesce(sum(a.peak_rss), 0), max(a.peak_rss), coalesce(sum(a.read_bytes), 0), "
+    "coalesce(sum(a.write_bytes), 0), min(a.started_at), max(a.ended_at) "
+    "FROM tmp_attempts a JOIN jobs j ON j.id = a.job_id WHERE true GROUP BY j.campaign_id, j.site_id, j.step "
+    "ON CONFLICT (campaign_id, site_id, step) DO UPDATE SET "
+    + ", ".join(f"{c} = attempt_counts.{c} + excluded.{c}" for c in _SUMS)
+    + ", "
+    + ", ".join(
+        (
+            _newer("wall_max", ">"),
+            _newer("rss_max", ">"),
+            _newer("first_started", "<"),
+            _newer("last_ended", ">"),
+        )
+    )
+)
+
+
+def _bucket_case(column: str) -> str:
+    """The :class:`AttemptDuration` bucket of ``column`` (bounds as bound parameters :b0, :b1, …)."""
+    whens = " ".join(f"WHEN {column} <= :b{i} THEN {i}" for i in range(len(DURATION_BUCKETS)))
+    return f"CASE {whens} ELSE {len(DURATION_BUCKETS)} END"
+
+
+_ATTEMPT_DURATIONS = (
+    "INSERT INTO attempt_durations (campaign_id, site_id, step, bucket, n_attempts) "
+    f"SELECT j.campaign_id, j.site_id, j.step, {_bucket_case('a.ended_at - a.started_at')}, count(*) "
+    "FROM tmp_attempts a JOIN jobs j ON j.id = a.job_id WHERE a.ended_at - a.started_at IS NOT NULL "
+    f"GROUP BY j.campaign_id, j.site_id, j.step, {_bucket_case('a.ended_at - a.started_at')} "
+    "ON CONFLICT (campaign_id, site_id, step, bucket) DO UPDATE SET "
+    "n_attempts = attempt_durations.n_attempts + excluded.n_attempts"
+)
+
+
 def add_attempts(session: Session, attempts: Iterable[AttemptRow]) -> int:
-    """Insert job attempts (profiles) and raise each job's ``n_attempts`` to its highest number."""
-    max_before = session.execute(text("SELECT coalesce(max(id), 0) FROM attempts")).scalar_one()
-    n = [0]
-
-    def rows() -> Iterator[AttemptRow]:
-        for a in attempts:
-            n[0] += 1
-            yield a
-
-    copy_rows(session, "attempts", ATTEMPT_COLUMNS, rows(), what="adding attempts")
+    """Insert job attempts (profiles), raise each job's ``n_attempts`` to its highest number and add
+    them to the attempt aggregates. The rows go through a temporary table first, so the aggregates
+    count exactly these rows whatever else commits meanwhile."""
+    loaded = load_temp(session, "tmp_attempts", _ATTEMPT_DDL, ATTEMPT_COLUMNS, attempts)
+    if not loaded:
+        return 0
+    cols = ", ".join(ATTEMPT_COLUMNS)
+    try:
+        session.execute(text(f"INSERT INTO attempts ({cols}) SELECT {cols} FROM tmp_attempts"))
+    except IntegrityError as err:
+        first = str(err.orig).splitlines()[0]
+        raise InvalidInputError(f"adding attempts: rejected by the database: {first}") from err
+    session.execute(text(_ATTEMPT_COUNTS))
+    session.execute(text(_ATTEMPT_DURATIONS), {f"b{i}": b for i, b in enumerate(DURATION_BUCKETS)})
     session.execute(
         text(
             "UPDATE jobs SET n_attempts = a.m FROM "
-            "(SELECT job_id, max(number) AS m FROM attempts WHERE id > :after GROUP BY job_id) a "
+            "(SELECT job_id, max(number) AS m FROM tmp_attempts GROUP BY job_id) a "
             "WHERE jobs.id = a.job_id AND jobs.n_attempts < a.m"
-        ),
-        {"after": max_before},
+        )
     )
-    return n[0]
+    return loaded
 
 
 def tract_job_states(session: Session, campaign: int, site_id: int) -> dict[int, set[JobState]]:
@@ -422,11 +489,8 @@ def raise_memory(
 
 def totals(session: Session, campaign: int) -> tuple[int, int]:
     """(jobs, attempts) of the campaign."""
-    n_jobs = session.scalar(select(func.count()).select_from(Job).where(Job.campaign_id == campaign))
+    n_jobs = session.scalar(select(func.sum(JobCount.n_jobs)).where(JobCount.campaign_id == campaign))
     n_attempts = session.scalar(
-        select(func.count())
-        .select_from(Attempt)
-        .join(Job, Job.id == Attempt.job_id)
-        .where(Job.campaign_id == campaign)
+        select(func.sum(AttemptCount.n_attempts)).where(AttemptCount.campaign_id == campaign)
     )
     return int(n_jobs or 0), int(n_attempts or 0)

@@ -5,8 +5,8 @@ Design notes (scale: 25 to 200 million files per site):
   that key (``WITHOUT ROWID`` on SQLite) and filled by set-based ``INSERT … SELECT`` rather than one
   insert per replica.
 - Operators' every-minute questions are answered from small aggregate tables (``replica_counts``,
-  ``job_counts``, ``transfer_counts``) kept exact by the bulk functions in :mod:`bookkeeping.bulk`, never
-  by scanning the big tables.
+  ``job_counts``, ``transfer_counts``, ``attempt_counts``, ``attempt_durations``) kept exact by the
+  bulk functions in :mod:`bookkeeping.bulk`, never by scanning the big tables.
 - Times are UNIX epoch seconds (float) so that SQLite and PostgreSQL agree and Prometheus can use them.
 """
 
@@ -384,6 +384,43 @@ class Attempt(Base):
     report_path: Mapped[str | None] = mapped_column(Text)
 
 
+class AttemptCount(Base):
+    """Exact aggregate of ``attempts`` by campaign, site and step: what status, step profiles and the
+    exporter read instead of joining every attempt to its job (sums, and counts of the non-null values
+    the means are taken over)."""
+
+    __tablename__ = "attempt_counts"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n_attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_succeeded: Mapped[int] = mapped_column(BigInteger, default=0)  # exit code 0
+    n_wall: Mapped[int] = mapped_column(BigInteger, default=0)  # attempts with a start and an end
+    wall_s: Mapped[float] = mapped_column(Double, default=0.0)
+    wall_max: Mapped[float | None] = mapped_column(Double)
+    cpu_s: Mapped[float] = mapped_column(Double, default=0.0)
+    n_rss: Mapped[int] = mapped_column(BigInteger, default=0)
+    rss_sum: Mapped[int] = mapped_column(BigInteger, default=0)
+    rss_max: Mapped[int | None] = mapped_column(BigInteger)
+    read_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    write_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_started: Mapped[float | None] = mapped_column(Double)
+    last_ended: Mapped[float | None] = mapped_column(Double)
+
+
+class AttemptDuration(Base):
+    """Exact histogram of attempts' wall times by campaign, site and step: ``bucket`` is the index of
+    the first bound of :data:`bookkeeping.states.DURATION_BUCKETS` at or above the wall time (its
+    length: above them all); attempts without a wall time are left out."""
+
+    __tablename__ = "attempt_durations"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("sites.id"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n_attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Validation(Base):
     """One cross-validation result: a quantity compared on one tract between sites."""
 
@@ -415,4 +452,10 @@ class Event(Base):
     payload: Mapped[str] = mapped_column(Text, default="{}")
 
 
-AGGREGATE_TABLES = (ReplicaCount.__table__, JobCount.__table__, TransferCount.__table__)
+AGGREGATE_TABLES = (
+    ReplicaCount.__table__,
+    JobCount.__table__,
+    TransferCount.__table__,
+    AttemptCount.__table__,
+    AttemptDuration.__table__,
+)

@@ -153,10 +153,8 @@ def campaign_status(session: Session, campaign: str | int) -> CampaignStatus:
         StepSummary(site_name[s], step, int(n), int(nf or 0), start, end)
         for s, step, n, nf, start, end in session.execute(
             text(
-                "SELECT j.site_id, j.step, count(*), "
-                "sum(CASE WHEN a.exit_code IS NULL OR a.exit_code <> 0 THEN 1 ELSE 0 END), "
-                "min(a.started_at), max(a.ended_at) FROM attempts a JOIN jobs j ON j.id = a.job_id "
-                "WHERE j.campaign_id = :c GROUP BY j.site_id, j.step ORDER BY j.site_id, j.step"
+                "SELECT site_id, step, n_attempts, n_attempts - n_succeeded, first_started, last_ended "
+                "FROM attempt_counts WHERE campaign_id = :c ORDER BY site_id, step"
             ),
             {"c": cid},
         )

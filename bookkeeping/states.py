@@ -66,3 +66,7 @@ class CampaignState(IntEnum):
 class SiteRole(StrEnum):
     LEAD = "lead"
     SATELLITE = "satellite"
+
+
+# Bounds (seconds) of the duration histograms: attempts' in ``attempt_durations``, and the exporter's.
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)

@@ -31,9 +31,14 @@ from sqlalchemy.orm import Session
 from bookkeeping import aggregates
 from bookkeeping.database import Database
 from bookkeeping.sites import site_names
-from bookkeeping.states import CampaignState, JobState, ReplicaState, RuleState, TransferState
-
-DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+from bookkeeping.states import (
+    DURATION_BUCKETS,
+    CampaignState,
+    JobState,
+    ReplicaState,
+    RuleState,
+    TransferState,
+)
 
 
 @dataclass
@@ -227,7 +232,7 @@ def _attempt_families(s: Session) -> list[Metric]:
     att = CounterMetricFamily("drp_attempts", "Job attempts by result", labels=[*labels, "result"])
     rss = GaugeMetricFamily("drp_attempt_peak_rss_max_bytes", "Largest peak RSS of an attempt", labels=labels)
     dur = HistogramMetricFamily("drp_attempt_duration_seconds", "Wall time of job attempts", labels=labels)
-    for row in aggregates.attempt_profiles(s, DURATION_BUCKETS):
+    for row in aggregates.attempt_profiles(s):
         cid, site, step, n, ok, c, r, w, peak, total, *buckets = row
         lab = [camps.get(cid, ""), sites[site], step]
         cpu.add_metric(lab, float(c))

@@ -14,11 +14,11 @@ from sqlalchemy import func, select, text
 from bookkeeping.campaigns import attach_datasets, create_campaign
 from bookkeeping.database import Database
 from bookkeeping.files import FileRow, get_or_create_dataset, register_files, set_replica_states
-from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states
+from bookkeeping.jobs import AttemptRow, add_attempts, add_jobs, data_id_key, set_job_states, step_profiles
 from bookkeeping.models import Attempt, Dataset, Event, File, Job, Replica
 from bookkeeping.queries import campaign_status, replica_totals
 from bookkeeping.sites import SiteRow, upsert_sites
-from bookkeeping.states import JobState, ReplicaState, TransferState
+from bookkeeping.states import DURATION_BUCKETS, JobState, ReplicaState, TransferState
 from bookkeeping.transfers import TransferRow, add_transfers, set_transfer_states
 from common.errors import InvalidInputError, NotFoundError
 
@@ -90,6 +90,55 @@ def _assert_aggregates_exact(db: Database) -> None:
             )
         }
         assert xfer_agg == xfer_truth
+        attempt_cols = (
+            "count(*), sum(CASE WHEN a.exit_code = 0 THEN 1 ELSE 0 END), count(a.ended_at - a.started_at), "
+            "coalesce(sum(a.ended_at - a.started_at), 0), max(a.ended_at - a.started_at), "
+            "coalesce(sum(coalesce(a.cpu_user, 0) + coalesce(a.cpu_sys, 0)), 0), count(a.peak_rss), "
+            "coalesce(sum(a.peak_rss), 0), max(a.peak_rss), coalesce(sum(a.read_bytes), 0), "
+            "coalesce(sum(a.write_bytes), 0), min(a.started_at), max(a.ended_at)"
+        )
+        attempts_truth = {
+            tuple(r[:3]): tuple(r[3:])
+            for r in s.execute(
+                text(
+                    f"SELECT j.campaign_id, j.site_id, j.step, {attempt_cols} FROM attempts a "
+                    "JOIN jobs j ON j.id = a.job_id GROUP BY 1, 2, 3"
+                )
+            )
+        }
+        attempts_agg = {
+            tuple(r[:3]): tuple(r[3:])
+            for r in s.execute(
+                text(
+                    "SELECT campaign_id, site_id, step, n_attempts, n_succeeded, n_wall, wall_s, wall_max, "
+                    "cpu_s, n_rss, rss_sum, rss_max, read_bytes, write_bytes, first_started, last_ended "
+                    "FROM attempt_counts"
+                )
+            )
+        }
+        assert attempts_agg.keys() == attempts_truth.keys()
+        for key, row in attempts_truth.items():
+            assert attempts_agg[key] == pytest.approx(row), key
+        walls = [
+            (c, si, st, w)
+            for c, si, st, w in s.execute(
+                text(
+                    "SELECT j.campaign_id, j.site_id, j.step, a.ended_at - a.started_at FROM attempts a "
+                    "JOIN jobs j ON j.id = a.job_id WHERE a.ended_at IS NOT NULL AND a.started_at IS NOT NULL"
+                )
+            )
+        ]
+        hist_truth: dict[tuple[int, int, str, int], int] = {}
+        for c, si, st, w in walls:
+            bucket = next((i for i, b in enumerate(DURATION_BUCKETS) if w <= b), len(DURATION_BUCKETS))
+            hist_truth[(c, si, st, bucket)] = hist_truth.get((c, si, st, bucket), 0) + 1
+        hist_agg = {
+            (c, si, st, b): n
+            for c, si, st, b, n in s.execute(
+                text("SELECT campaign_id, site_id, step, bucket, n_attempts FROM attempt_durations")
+            )
+        }
+        assert hist_agg == hist_truth
         for ds in s.scalars(select(Dataset)):
             n, b = s.execute(
                 select(func.count(), func.coalesce(func.sum(File.size), 0)).where(File.dataset_id == ds.id)
@@ -246,14 +295,38 @@ def test_jobs_attempts_and_transfers_in_bulk(db: Database) -> None:
         set_job_states(s, [(j, JobState.SUCCEEDED) for j in job_ids[:20]] + [(job_ids[20], JobState.FAILED)])
         add_attempts(
             s,
-            [AttemptRow(j, 1, 0, cpu_user=1.5, peak_rss=2**20, host="h") for j in job_ids[:20]]
+            [
+                AttemptRow(
+                    j, 1, 0, None, 100.0, 100.0 + 0.7 * k, 1.5, peak_rss=2**20 + k, read_bytes=k, host="h"
+                )
+                for k, j in enumerate(job_ids[:20])
+            ]
             + [AttemptRow(job_ids[20], 1, 137, signal=9), AttemptRow(job_ids[20], 2, 1)],
+        )
+    _assert_aggregates_exact(db)
+    with db.session() as s:  # a second batch lands on the same aggregate rows: sums add, extremes move
+        add_attempts(
+            s,
+            [
+                AttemptRow(job_ids[30 + k], 1, k % 2, None, 50.0, 50.0 + 9000.0 * k, 0.5, 0.25, 2**30)
+                for k in range(3)
+            ],
         )
     _assert_aggregates_exact(db)
     with db.session() as s:
         assert s.scalar(select(Job.n_attempts).where(Job.id == job_ids[20])) == 2
-        assert s.scalar(select(func.count()).select_from(Attempt)) == 22
+        assert s.scalar(select(func.count()).select_from(Attempt)) == 25
         status = campaign_status(s, "dr1-test")
+        warp = {(p.site, p.step): p for p in step_profiles(s, "dr1-test")}[("ncsa", "warp")]
+    assert (warp.attempts, warp.failed, warp.wall_max_s, warp.wall_mean_s) == (3, 1, 18000.0, 9000.0)
+    assert (warp.cpu_s, warp.peak_rss_max, warp.peak_rss_mean) == (2.25, 2**30, 2**30)
+    cal = {(x.site, x.step): x for x in status.steps}[("ncsa", "calibrate")]
+    assert (cal.attempts, cal.failed_attempts, cal.started_at, cal.ended_at) == (
+        22,
+        2,
+        100.0,
+        100.0 + 0.7 * 19,
+    )
     by = {(j.site, j.step, j.state): j.jobs for j in status.jobs}
     assert sum(by.values()) == 120
     assert by[("ncsa", "calibrate", "SUCCEEDED")] == 20

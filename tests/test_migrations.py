@@ -7,8 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from bookkeeping.campaigns import create_campaign
 from bookkeeping.database import Database, expected_head, migration_tree_head
+from bookkeeping.jobs import add_jobs
 from bookkeeping.models import Base
+from bookkeeping.sites import SiteRow, upsert_sites
+from bookkeeping.states import JobState
 from common.errors import SchemaOutOfDateError
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
@@ -70,3 +74,29 @@ def test_upgrade_is_idempotent(db: Database) -> None:
     db.upgrade()
     db.upgrade()
     assert db.current_revision() == expected_head()
+
+
+def test_0007_fills_the_attempt_aggregates_from_recorded_attempts(empty_db: Database) -> None:
+    """A database with attempts from before 0007 gets aggregates that match them, then stays exact."""
+    empty_db.upgrade("0006")
+    with empty_db.session() as s:
+        ids = upsert_sites(s, [SiteRow("ncsa", "lead", 1.0, "file:///data/ncsa", "local")])
+        camp = create_campaign(s, "c", "r")
+        add_jobs(s, camp, [(ids["ncsa"], "warp", "{}", JobState.FAILED)])
+        s.execute(
+            text(
+                "INSERT INTO attempts (job_id, number, exit_code, started_at, ended_at, cpu_user, peak_rss) "
+                "SELECT id, 1, 1, 10, 10.3, 0.2, 100 FROM jobs "
+                "UNION ALL SELECT id, 2, 0, 20, 27, 6.5, 300 FROM jobs"
+            )
+        )
+    empty_db.upgrade()
+    with empty_db.session() as s:
+        counts = s.execute(
+            text(
+                "SELECT n_attempts, n_succeeded, wall_max, cpu_s, rss_max, first_started FROM attempt_counts"
+            )
+        ).all()
+        buckets = sorted(s.execute(text("SELECT bucket, n_attempts FROM attempt_durations")).all())
+    assert [tuple(r) for r in counts] == [(2, 1, pytest.approx(7.0), pytest.approx(6.7), 300, 10.0)]
+    assert [tuple(r) for r in buckets] == [(1, 1), (5, 1)]  # 0.3 s: bound 0.5 (index 1); 7 s: bound 10
