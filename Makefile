@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio bench-htcondor demo-rucio demo-htcondor clean
+.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-scale bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio bench-htcondor demo-rucio demo-htcondor clean
 
 # The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
@@ -54,6 +54,12 @@ dist: $(TEST_STAMP)
 ## bench: bookkeeping benchmark at the issue's default size (prints ratio= lines)
 bench: $(STAMP)
 	$(PY) bench/bookkeeping.py
+
+## bench-scale: 25,400,000 files with two replicas each registered on SQLite and PostgreSQL (time, peak
+## RSS, ratio to the raw driver), then status and scrape cost from 10,000 to 10,000,000 attempts (minutes)
+bench-scale: system-deps $(TEST_STAMP)
+	$(PY) bench/bookkeeping.py --files 25400000 --dataset-size 100000
+	$(PY) bench/scale.py
 
 ## bench-pipeline: CPU and peak memory per megapixel per step on the default demo release
 bench-pipeline: $(STAMP)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -186,6 +187,7 @@ def phase_release(target: Target, n: int, dataset_size: int, progress: bool) -> 
         "status_query_seconds_best": min(times),
         "status_query_seconds_worst": max(times),
         "db_size_gib": size,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -203,7 +205,8 @@ def print_release(kind: str, r: dict[str, Any]) -> None:
     print(
         f"{kind:10s} release of {r['files']:,} files with {r['replicas']:,} replicas at 2 sites "
         f"in {r['datasets']:,} datasets: {r['wall_seconds']:.1f} s wall "
-        f"({r['files_per_s']:,.0f} files/s in bookkeeping){size}",
+        f"({r['files_per_s']:,.0f} files/s in bookkeeping){size}, peak RSS of this process "
+        f"{r['peak_rss_mib']:,.0f} MiB",
         flush=True,
     )
     best, worst = r["status_query_seconds_best"] * 1000, r["status_query_seconds_worst"] * 1000
