@@ -49,9 +49,12 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, mode: i
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
+    except BaseException:  # no stat of the temporary after a rename that worked (one per job report)
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:

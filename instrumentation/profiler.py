@@ -98,8 +98,14 @@ def claim_attempt(report_dir: Path, job: str) -> tuple[int, Path, Path, Path]:
 
 def _proc_io(pid: int) -> dict[str, int]:
     try:
-        with open(f"/proc/{pid}/io") as f:
-            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
+        fd = os.open(f"/proc/{pid}/io", os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return {
+            k.decode(): int(v) for k, v in (line.split(b":") for line in data.splitlines() if b":" in line)
+        }
     except (OSError, ValueError):
         return {}
 

@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from common.atomic import write_bytes_atomic
 from common.temporaries import hostname, owner_dead, parse, process_alive, sweep, temp_path
 
@@ -63,3 +65,28 @@ def test_sweep_removes_dead_writers_leftovers_and_keeps_live_ones(tmp_path: Path
     assert (d / "done.fits").read_bytes() == b"complete"
     t = parse(f"x/{elsewhere.name}")
     assert t is not None and owner_dead(t, time.time()) is None
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import common.atomic
+
+    target = tmp_path / "report.json"
+    write_bytes_atomic(target, b"old\n")
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common.atomic.os, "write", full)
+    try:
+        write_bytes_atomic(target, b"new\n", durable=False)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    else:
+        raise AssertionError("the write did not fail")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
