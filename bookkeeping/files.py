@@ -16,7 +16,7 @@ from common.errors import InvalidInputError, NotFoundError
 
 from .bulk import bump_counts, copy_rows, load_temp, transitions
 from .events import log_event
-from .models import BadReplica, Dataset
+from .models import BadReplica, Dataset, Site
 from .sites import site_names
 from .states import ReplicaState
 
@@ -118,6 +118,7 @@ def register_files(
     locked = session.execute(update(Dataset).where(Dataset.id == dataset_id).values(n_files=Dataset.n_files))
     if locked.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFoundError(f"dataset id {dataset_id} does not exist")
+    _check_sites(session, {site for site, _ in replicas_at})
     max_before = session.execute(text("SELECT coalesce(max(id), 0) FROM files")).scalar_one()
     totals = [0, 0]
     copy_rows(
@@ -159,6 +160,14 @@ def register_files(
     return RegisterResult(dataset_id, n_files, n_bytes, n_replicas)
 
 
+def _check_sites(session: Session, site_ids: set[int]) -> None:
+    """Site ids a replica is about to name must exist (the replicas table has no foreign keys)."""
+    if site_ids:
+        unknown = site_ids - set(session.scalars(select(Site.id)))
+        if unknown:
+            raise NotFoundError(f"site ids {sorted(unknown)} do not exist")
+
+
 def set_replica_states(session: Session, updates: Iterable[tuple[int, int, ReplicaState]]) -> int:
     """Set (file id, site id) → state, creating replicas that do not exist yet; returns the count."""
     loaded = load_temp(
@@ -169,6 +178,7 @@ def set_replica_states(session: Session, updates: Iterable[tuple[int, int, Repli
         ("file_id", "site_id", "state"),
         ((f, s, int(st)) for f, s, st in updates),
     )
+    _check_sites(session, set(session.scalars(text("SELECT DISTINCT site_id FROM tmp_replica_update"))))
     trans = transitions(
         session,
         "SELECT f.dataset_id, t.site_id, r.state, t.state, count(*), coalesce(sum(f.size), 0) "

@@ -369,3 +369,24 @@ def test_status_of_unknown_campaign(db: Database) -> None:
 
 def test_data_id_key_is_canonical() -> None:
     assert data_id_key({"visit": 1, "band": "r"}) == data_id_key({"band": "r", "visit": 1})
+
+
+def test_replicas_naming_unknown_files_or_sites_are_refused(db: Database) -> None:
+    """The replicas table has no foreign keys (migration 0008): the writers refuse what they would."""
+    ids, _ = _setup(db)
+    with db.session() as s:
+        ds = get_or_create_dataset(s, "dr1", "raw")
+        register_files(s, ds, _files("k", 3), replicas_at=[(ids["ncsa"], ReplicaState.AVAILABLE)])
+        fid = s.scalar(select(func.min(File.id)))
+    with pytest.raises(NotFoundError, match="site ids"), db.session() as s:
+        register_files(s, ds, _files("k2", 2), replicas_at=[(999, ReplicaState.AVAILABLE)])
+    with pytest.raises(NotFoundError, match="site ids"), db.session() as s:
+        set_replica_states(s, [(fid, 999, ReplicaState.COPYING)])
+    with pytest.raises(NotFoundError), db.session() as s:
+        set_replica_states(s, [(10**9, ids["in2p3"], ReplicaState.COPYING)])
+    with pytest.raises(NotFoundError), db.session() as s:
+        register_files(s, 10**6, _files("k3", 2))
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Replica)) == 3
+        assert s.scalar(select(func.count()).select_from(File)) == 3
+    _assert_aggregates_exact(db)
