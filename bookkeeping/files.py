@@ -124,9 +124,10 @@ def register_files(
     copy_rows(
         session,
         "files",
-        ("dataset_id", "name", "size", "adler32"),
-        ((dataset_id, *r) for r in _checked_files(rows, totals)),
+        ("name", "size", "adler32"),
+        _checked_files(rows, totals),
         what=f"registering files in dataset {dataset_id}",
+        constants={"dataset_id": dataset_id},
     )
     n_files, n_bytes = totals
     session.execute(
@@ -135,22 +136,32 @@ def register_files(
         .values(n_files=Dataset.n_files + n_files, n_bytes=Dataset.n_bytes + n_bytes)
     )
     n_replicas = 0
-    for site_id, state in replicas_at:
+    if replicas_at and n_files:
+        # One statement for every site, in (file, site) order: the replicas' primary key only ever grows
+        # at its end. Site by site, the second site's rows went between the first's, splitting pages.
+        sites = " UNION ALL ".join(
+            f"SELECT CAST(:s{i} AS SMALLINT) AS site_id, CAST(:t{i} AS SMALLINT) AS state"
+            for i in range(len(replicas_at))
+        )
+        params: dict[str, int] = {"ds": dataset_id, "after": max_before}
+        for i, (site_id, state) in enumerate(replicas_at):
+            params[f"s{i}"], params[f"t{i}"] = site_id, int(state)
         session.execute(
             text(
-                "INSERT INTO replicas (file_id, site_id, state) "
-                "SELECT id, :site, :state FROM files WHERE dataset_id = :ds AND id > :after"
+                "INSERT INTO replicas (file_id, site_id, state) SELECT f.id, r.site_id, r.state "
+                f"FROM files f CROSS JOIN ({sites}) r WHERE f.dataset_id = :ds AND f.id > :after "
+                "ORDER BY f.id, r.site_id"
             ),
-            {"site": site_id, "state": int(state), "ds": dataset_id, "after": max_before},
+            params,
         )
         bump_counts(
             session,
             "replica_counts",
             ("dataset_id", "site_id", "state"),
             ("n_files", "n_bytes"),
-            {(dataset_id, site_id, int(state)): (n_files, n_bytes)},
+            {(dataset_id, site_id, int(state)): (n_files, n_bytes) for site_id, state in replicas_at},
         )
-        n_replicas += n_files
+        n_replicas = n_files * len(replicas_at)
     log_event(
         session,
         "files.registered",
