@@ -56,25 +56,30 @@ def signal_group(pid: int, sig: int) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class LaunchContext:
+    """What every launcher is given: the workflow, the back-end's settings, the profiler, how many jobs
+    run at once, and ``on_start(node)``, called when a job's process exists (the executor marks it
+    running)."""
+
+    spec: WorkflowSpec
+    settings: BackendSettings
+    profiler: Profiler
+    workers: int
+    on_start: Callable[[Node], None]
+
+
 class Launcher(ABC):
     """Starts jobs and hands back the finished ones. ``running`` counts the jobs given to :meth:`start`
-    and not yet collected, ``slots`` how many it takes at once; ``on_start(node)`` is called when a
-    job's process exists (the executor marks it running)."""
+    and not yet collected, ``slots`` how many it takes at once."""
 
-    def __init__(
-        self,
-        spec: WorkflowSpec,
-        settings: BackendSettings,
-        profiler: Profiler,
-        workers: int,
-        on_start: Callable[[Node], None],
-    ) -> None:
-        self.spec = spec
-        self.settings = settings
-        self.profiler = profiler
-        self.layout = Layout(spec.release)
-        self.slots = workers
-        self.on_start = on_start
+    def __init__(self, ctx: LaunchContext) -> None:
+        self.spec = ctx.spec
+        self.settings = ctx.settings
+        self.profiler = ctx.profiler
+        self.layout = Layout(ctx.spec.release)
+        self.slots = ctx.workers
+        self.on_start = ctx.on_start
         self.running = 0
         self.cancelled = False
 
@@ -151,16 +156,8 @@ class Launcher(ABC):
 class ForkLauncher(Launcher):
     """Forks each job from the executor's thread; running children are watched through pidfds."""
 
-    def __init__(
-        self,
-        spec: WorkflowSpec,
-        settings: BackendSettings,
-        profiler: Profiler,
-        workers: int,
-        on_start: Callable[[Node], None],
-        target: Target,
-    ):
-        super().__init__(spec, settings, profiler, workers, on_start)
+    def __init__(self, ctx: LaunchContext, target: Target) -> None:
+        super().__init__(ctx)
         self._target = target
         self._poll = select.poll()
         self._jobs: dict[int, tuple[int, Running, Node, bool]] = {}  # pidfd -> (pid, run, node, may_retry)
@@ -211,22 +208,16 @@ class ThreadLauncher(Launcher):
     started by the executor after it blocked SIGINT/SIGTERM, so they inherit the mask and the
     executor's thread alone takes those signals."""
 
-    def __init__(
-        self,
-        spec: WorkflowSpec,
-        settings: BackendSettings,
-        profiler: Profiler,
-        workers: int,
-        on_start: Callable[[Node], None],
-    ):
-        super().__init__(spec, settings, profiler, workers, on_start)
-        self.slots = 2 * workers
+    def __init__(self, ctx: LaunchContext) -> None:
+        super().__init__(ctx)
+        self.slots = 2 * ctx.workers
         self._todo: queue.SimpleQueue[tuple[Node, bool] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[Finished | BaseException] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._runs: dict[int, Running] = {}
         self._threads = [
-            threading.Thread(target=self._work, name=f"drp-launch-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, name=f"drp-launch-{i}", daemon=True)
+            for i in range(ctx.workers)
         ]
         for t in self._threads:
             t.start()
@@ -295,18 +286,9 @@ class ThreadLauncher(Launcher):
             t.join(timeout=5)
 
 
-def make_launcher(
-    spec: WorkflowSpec,
-    settings: BackendSettings,
-    profiler: Profiler,
-    workers: int,
-    on_start: Callable[[Node], None],
-    target: Target | None,
-) -> Launcher:
+def make_launcher(ctx: LaunchContext, target: Target | None) -> Launcher:
     """The fork launcher for a pre-loaded function, the thread launcher for a command."""
-    if target is not None:
-        return ForkLauncher(spec, settings, profiler, workers, on_start, target)
-    return ThreadLauncher(spec, settings, profiler, workers, on_start)
+    return ForkLauncher(ctx, target) if target is not None else ThreadLauncher(ctx)
 
 
-__all__ = ["Finished", "Launcher", "make_launcher", "signal_group"]
+__all__ = ["Finished", "LaunchContext", "Launcher", "make_launcher", "signal_group"]

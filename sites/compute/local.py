@@ -40,7 +40,7 @@ from science.layout import Layout
 from science.workflow import Node, WorkflowSpec
 
 from .base import BackendSettings, ComputeBackend, NodeState, RunReport, RunState, count_states
-from .launch import Finished, Launcher, make_launcher
+from .launch import Finished, LaunchContext, Launcher, make_launcher
 
 STATE_FILE = "state.json"
 PID_FILE = "executor.pid"
@@ -154,9 +154,8 @@ class Executor:
         old_handlers = _install(_catch)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
         # After the mask: launcher threads inherit it, so SIGINT/SIGTERM reach this thread only.
-        launcher = make_launcher(
-            self.spec, self.settings, self.profiler, self.settings.max_workers, self._started, target
-        )
+        ctx = LaunchContext(self.spec, self.settings, self.profiler, self.settings.max_workers, self._started)
+        launcher = make_launcher(ctx, target)
         write_json_atomic(run_dir(self.spec) / PID_FILE, {"pid": os.getpid(), "started_at": time.time()})
         interval = self.settings.sample_interval_s
         next_sample = time.monotonic() + interval
