@@ -374,7 +374,7 @@ _ATTEMPT_DURATIONS = (
     "INSERT INTO attempt_durations (campaign_id, site_id, step, bucket, n_attempts) "
     f"SELECT j.campaign_id, j.site_id, j.step, {_bucket_case('a.ended_at - a.started_at')}, count(*) "
     "FROM tmp_attempts a JOIN jobs j ON j.id = a.job_id WHERE a.ended_at - a.started_at IS NOT NULL "
-    f"GROUP BY j.campaign_id, j.site_id, j.step, {_bucket_case('a.ended_at - a.started_at')} "
+    "GROUP BY 1, 2, 3, 4 "
     "ON CONFLICT (campaign_id, site_id, step, bucket) DO UPDATE SET "
     "n_attempts = attempt_durations.n_attempts + excluded.n_attempts"
 )

@@ -143,15 +143,13 @@ class _Copier:
 
     def _stream(self, fin: int, fd: int, expected: int) -> tuple[int, int]:
         """Copy ``fin`` to ``fd``; (adler32 of the bytes written, their count)."""
+        value, total = 1, 0
         if expected < self.chunk:  # one read of size + 1: a longer source still shows as too long
             data = os.read(fin, expected + 1)
-            if len(data) <= expected:
-                _write_all(fd, memoryview(data))
-                return zlib.adler32(data), len(data)
-            value, total = zlib.adler32(data), len(data)
             _write_all(fd, memoryview(data))
-        else:
-            value, total = 1, 0
+            value, total = zlib.adler32(data), len(data)
+            if total <= expected:
+                return value, total
         buf, view = self._buffer()
         while n := os.readv(fin, [buf]):
             part = view[:n]
