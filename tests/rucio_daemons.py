@@ -1,7 +1,10 @@
 """Rucio's own daemons for the conveyor tests: judge-evaluator, conveyor-submitter, -poller and
 -finisher and the necromancer (bad replicas), each once per cycle with no partition wait, cycle after
 cycle until SIGTERM. With ``--gate FILE`` a cycle runs only while FILE exists (the tests open the gate
-for the conveyor cases only, so the other back-ends' cases sharing the server see no daemon).
+for the conveyor cases only, so the other back-ends' cases sharing the server see no daemon): a cycle
+stops between two daemons when the gate closes, and holds an exclusive lock on FILE.busy while it
+runs, so that closing the gate can wait until no daemon is at work (the necromancer acts on every bad
+replica of the server, and once repaired one declared by the next, non-conveyor, test).
 
 Runs with the Rucio *server* venv's Python (it imports rucio.daemons, which the client venv lacks) and
 RUCIO_CONFIG pointing at the test server's configuration; imports nothing of satdrp. Each cycle's
@@ -13,11 +16,14 @@ timings go to stdout, one line per cycle, for the benchmark and for debugging.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +53,7 @@ def necromancer_pass(bulk: int) -> None:
     )
 
 
-def cycle(pause: float, group_bulk: int = 1) -> dict[str, float]:
+def cycle(pause: float, group_bulk: int = 1, gate: Path | None = None) -> dict[str, float]:
     from rucio.daemons.conveyor.finisher import finisher
     from rucio.daemons.conveyor.poller import poller
     from rucio.daemons.conveyor.submitter import submitter
@@ -71,10 +77,26 @@ def cycle(pause: float, group_bulk: int = 1) -> dict[str, float]:
         ("necromancer", lambda: necromancer_pass(10000)),
     )
     for name, step in steps:
+        if gate is not None and not gate.exists():
+            break
         started = time.monotonic()
         step()
         took[name] = round(time.monotonic() - started, 3)
     return took
+
+
+@contextmanager
+def busy(gate: Path | None) -> Iterator[None]:
+    """An exclusive lock on GATE.busy for the length of a cycle (see the module's docstring)."""
+    if gate is None:
+        yield
+        return
+    with open(gate.with_name(gate.name + ".busy"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main() -> int:
@@ -92,7 +114,8 @@ def main() -> int:
             time.sleep(0.1)
             continue
         try:
-            took = cycle(args.pause, args.group_bulk)
+            with busy(args.gate):
+                took = cycle(args.pause, args.group_bulk, args.gate)
         except Exception as err:  # a daemon pass failing (database busy…) must not end the loop
             print(json.dumps({"cycle": n, "error": f"{type(err).__name__}: {err}"}), flush=True)
             time.sleep(1.0)

@@ -7,6 +7,7 @@ the tests talk to it only through rucio-clients, as satdrp does in production.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -250,11 +251,29 @@ class Conveyor:
 
     @contextmanager
     def running(self) -> Iterator[None]:
+        """The daemons at work inside the block; none of them still at work after it."""
         self.gate.touch()
         try:
             yield
         finally:
             self.gate.unlink(missing_ok=True)
+            self.wait_idle()
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        """Wait for the cycle in progress to end (the daemons hold GATE.busy while one runs)."""
+        deadline = time.monotonic() + timeout
+        with open(self.gate.with_name(self.gate.name + ".busy"), "a") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    gone = self.proc is not None and self.proc.poll() is not None
+                    if gone or time.monotonic() > deadline:
+                        return
+                    time.sleep(0.05)
+                    continue
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
 
     def stop(self) -> None:
         self.gate.unlink(missing_ok=True)
@@ -277,28 +296,37 @@ def stack_available() -> bool:
 
 
 @contextmanager
-def conveyor_stack(base: Path, group_bulk: int = 1) -> Iterator[tuple[RucioServer, Conveyor]]:
-    """PostgreSQL, a Rucio server and its daemons with the FTS3 fake, under ``base``; all stopped after
-    (for the scripts and benchmarks that run outside pytest; the tests use the session fixtures)."""
+def server_stack(base: Path) -> Iterator[RucioServer]:
+    """PostgreSQL and a Rucio server under ``base``, both stopped after (for the scripts and
+    benchmarks that run outside pytest; the tests use the session fixtures)."""
     from bookkeeping.pgserver import find_pg_bindir
 
     bindir = find_pg_bindir()
     assert bindir is not None, "PostgreSQL is not installed"
     pg = PgServer(bindir).start()
     server: RucioServer | None = None
-    conveyor: Conveyor | None = None
     try:
         (base / "rucio").mkdir()
-        (base / "conveyor").mkdir()
         server = RucioServer(base / "rucio", pg).start()
-        conveyor = Conveyor(server, base / "conveyor", group_bulk=group_bulk).start()
-        yield server, conveyor
+        yield server
     finally:
-        if conveyor is not None:
-            conveyor.stop()
         if server is not None:
             server.stop()
         pg.stop()
+
+
+@contextmanager
+def conveyor_stack(base: Path, group_bulk: int = 1) -> Iterator[tuple[RucioServer, Conveyor]]:
+    """:func:`server_stack` and Rucio's daemons with the FTS3 fake, all stopped after."""
+    with server_stack(base) as server:
+        conveyor: Conveyor | None = None
+        try:
+            (base / "conveyor").mkdir()
+            conveyor = Conveyor(server, base / "conveyor", group_bulk=group_bulk).start()
+            yield server, conveyor
+        finally:
+            if conveyor is not None:
+                conveyor.stop()
 
 
 def replication_settings(

@@ -22,9 +22,11 @@ Credentials come from settings (``password`` or, better, ``password_env``) and a
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
@@ -68,6 +70,7 @@ class RucioBackend(EmbeddedBackend):
         self._client: Any = None
         self._topology_done = False
         self._scopes: set[str] = set()
+        self._spares: list[Any] = []  # more clients, for the registration calls sent at once
         self._requests: RequestMirror | None = None
         self._reconciled: dict[int, float] = {}  # rule id → when it was last reconciled with Rucio
 
@@ -75,43 +78,47 @@ class RucioBackend(EmbeddedBackend):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from rucio.client import Client
-
-            s = self.settings
-            creds: dict[str, str] = {}
-            if s.auth_type == "userpass":
-                password = self._password()
-                if s.password_env and password is None:
-                    raise ConfigError(
-                        "site catalogue", "replication.password_env", f"${s.password_env} is not set"
-                    )
-                if not s.username or password is None:
-                    raise ConfigError(
-                        "site catalogue", "replication", "userpass needs username and password(_env)"
-                    )
-                creds = {"username": s.username, "password": password}
-            elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
-                creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
-            try:
-                raw = Client(
-                    rucio_host=s.host,
-                    auth_host=s.auth_host or s.host,
-                    account=s.account,
-                    auth_type=s.auth_type,
-                    creds=creds,
-                    ca_cert=s.ca_cert,
-                    timeout=s.timeout_s,
-                )
-            except Exception as err:  # rucio raises its own tree; say which server, never the password
-                if unreachable(err):
-                    raise ServiceUnavailableError(
-                        f"Rucio at {s.host} cannot be reached ({type(err).__name__})"
-                    ) from err
-                raise RucioError(
-                    f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
-                ) from err
-            self._client = Guarded(raw, s.host)
+            self._client = self._connect()
         return self._client
+
+    def _connect(self) -> Any:
+        """A new authenticated client (its own HTTP session: one per thread that sends calls)."""
+        from rucio.client import Client
+
+        s = self.settings
+        creds: dict[str, str] = {}
+        if s.auth_type == "userpass":
+            password = self._password()
+            if s.password_env and password is None:
+                raise ConfigError(
+                    "site catalogue", "replication.password_env", f"${s.password_env} is not set"
+                )
+            if not s.username or password is None:
+                raise ConfigError(
+                    "site catalogue", "replication", "userpass needs username and password(_env)"
+                )
+            creds = {"username": s.username, "password": password}
+        elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
+            creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
+        try:
+            raw = Client(
+                rucio_host=s.host,
+                auth_host=s.auth_host or s.host,
+                account=s.account,
+                auth_type=s.auth_type,
+                creds=creds,
+                ca_cert=s.ca_cert,
+                timeout=s.timeout_s,
+            )
+        except Exception as err:  # rucio raises its own tree; say which server, never the password
+            if unreachable(err):
+                raise ServiceUnavailableError(
+                    f"Rucio at {s.host} cannot be reached ({type(err).__name__})"
+                ) from err
+            raise RucioError(
+                f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
+            ) from err
+        return Guarded(raw, s.host)
 
     def probe(self) -> list[Probe]:
         s = self.settings
@@ -337,29 +344,56 @@ class RucioBackend(EmbeddedBackend):
         for s in {d[0] for d in dids}:
             self._scope(s)
         self._dataset_did(scope, name)
-        replicas = [
+        batch = self.settings.register_batch
+        content = [
             {"scope": s, "name": n, "bytes": r.size, "adler32": r.adler32}
             for (s, n), r in zip(dids, rows, strict=True)
         ]
-        for chunk in _chunks(replicas):
-            self.client.add_replicas(self.rse(site), list(chunk))
-        for chunk in _chunks([{"scope": s, "name": n} for s, n in dids]):
-            self._attach(scope, name, list(chunk))
+        self._in_flight(
+            [
+                {"scope": scope, "name": name, "rse": self.rse(site), "dids": list(part)}
+                for part in _chunks(content, batch)
+            ]
+        )
         return result
 
-    def _attach(self, scope: str, name: str, dids: list[dict[str, str]]) -> None:
-        """Attach files to a dataset, idempotently: a registration cut short (Rucio away, a crash)
-        attached part of it, and Rucio refuses a chunk holding any file attached already. (Replicas
-        need no such care: add_replicas skips the ones that exist.)"""
-        from rucio.common.exception import FileAlreadyExists
+    def _in_flight(self, attachments: list[dict[str, Any]]) -> None:
+        """Each attachment in one call that adds its replicas at the RSE and attaches its files to the
+        dataset, skipping what exists (so a registration cut short is simply sent again), up to
+        ``register_in_flight`` calls at once, each thread with its own client: the client's encoding,
+        the server's work and its database's then overlap instead of taking turns
+        (``bench/rucio_register.py`` sizes both settings)."""
+        width = min(self.settings.register_in_flight, len(attachments))
+        while len(self._spares) < width - 1:
+            self._spares.append(self._connect())
+        clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for c in [self.client, *self._spares[: width - 1]]:
+            clients.put(c)
 
+        def send(attachment: dict[str, Any]) -> None:
+            client = clients.get()
+            try:
+                client.attach_dids_to_dids([attachment], ignore_duplicate=True)
+            except DrpError:
+                raise
+            except Exception as err:  # Rucio's own tree: a file it knows with other bytes, a bad name…
+                raise RucioError(
+                    f"Rucio refused the registration of {len(attachment['dids'])} file(s) in "
+                    f"{attachment['scope']}:{attachment['name']} at {attachment['rse']}: {err}"
+                ) from err
+            finally:
+                clients.put(client)
+
+        if width <= 1:
+            for a in attachments:
+                send(a)
+            return
+        pool = ThreadPoolExecutor(width, thread_name_prefix="rucio-register")
         try:
-            self.client.attach_dids(scope, name, dids)
-        except FileAlreadyExists:
-            present = {(c["scope"], c["name"]) for c in self.client.list_content(scope, name)}
-            missing = [d for d in dids if (d["scope"], d["name"]) not in present]
-            if missing:
-                self.client.attach_dids(scope, name, missing)
+            for _ in pool.map(send, attachments):
+                pass
+        finally:  # on the first failure the calls not sent yet are dropped, those in flight end
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- rules -------------------------------------------------------------------------------------
     def add_rule(
