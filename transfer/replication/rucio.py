@@ -48,6 +48,7 @@ from .rucio_client import Guarded
 from .rucio_settings import RucioSettings, file_did
 
 CHUNK = 500
+LIST_MAX = 1000  # Rucio's schemas take at most 1,000 DIDs (or attachments) in one list
 RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Rucio's own view
 
 
@@ -344,53 +345,57 @@ class RucioBackend(EmbeddedBackend):
         for s in {d[0] for d in dids}:
             self._scope(s)
         self._dataset_did(scope, name)
-        batch = self.settings.register_batch
         content = [
             {"scope": s, "name": n, "bytes": r.size, "adler32": r.adler32}
             for (s, n), r in zip(dids, rows, strict=True)
         ]
+        rse = self.rse(site)
         self._in_flight(
             [
-                {"scope": scope, "name": name, "rse": self.rse(site), "dids": list(part)}
-                for part in _chunks(content, batch)
+                [
+                    {"scope": scope, "name": name, "rse": rse, "dids": list(part)}
+                    for part in _chunks(call, LIST_MAX)
+                ]
+                for call in _chunks(content, self.settings.register_batch)
             ]
         )
         return result
 
-    def _in_flight(self, attachments: list[dict[str, Any]]) -> None:
-        """Each attachment in one call that adds its replicas at the RSE and attaches its files to the
-        dataset, skipping what exists (so a registration cut short is simply sent again), up to
-        ``register_in_flight`` calls at once, each thread with its own client: the client's encoding,
-        the server's work and its database's then overlap instead of taking turns
-        (``bench/rucio_register.py`` sizes both settings)."""
-        width = min(self.settings.register_in_flight, len(attachments))
+    def _in_flight(self, calls: list[list[dict[str, Any]]]) -> None:
+        """Each call (attachments of at most LIST_MAX files, Rucio's limit) adds the replicas at the
+        RSE and attaches the files to the dataset in one transaction, skipping what exists (so a
+        registration cut short is simply sent again); up to ``register_in_flight`` calls at once, each
+        thread with its own client, so that the client's encoding, the server's work and its
+        database's overlap instead of taking turns (``bench/rucio_register.py`` sizes both settings)."""
+        width = min(self.settings.register_in_flight, len(calls))
         while len(self._spares) < width - 1:
             self._spares.append(self._connect())
         clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for c in [self.client, *self._spares[: width - 1]]:
             clients.put(c)
 
-        def send(attachment: dict[str, Any]) -> None:
+        def send(call: list[dict[str, Any]]) -> None:
             client = clients.get()
             try:
-                client.attach_dids_to_dids([attachment], ignore_duplicate=True)
+                client.attach_dids_to_dids(call, ignore_duplicate=True)
             except DrpError:
                 raise
             except Exception as err:  # Rucio's own tree: a file it knows with other bytes, a bad name…
+                first = call[0]
                 raise RucioError(
-                    f"Rucio refused the registration of {len(attachment['dids'])} file(s) in "
-                    f"{attachment['scope']}:{attachment['name']} at {attachment['rse']}: {err}"
+                    f"Rucio refused the registration of {sum(len(a['dids']) for a in call)} file(s) in "
+                    f"{first['scope']}:{first['name']} at {first['rse']}: {err}"
                 ) from err
             finally:
                 clients.put(client)
 
         if width <= 1:
-            for a in attachments:
-                send(a)
+            for c in calls:
+                send(c)
             return
         pool = ThreadPoolExecutor(width, thread_name_prefix="rucio-register")
         try:
-            for _ in pool.map(send, attachments):
+            for _ in pool.map(send, calls):
                 pass
         finally:  # on the first failure the calls not sent yet are dropped, those in flight end
             pool.shutdown(wait=True, cancel_futures=True)

@@ -30,13 +30,14 @@ class RucioSettings(ReplicationSettings):
         description="who moves the bytes: satdrp's engine (then it tells Rucio), or Rucio's conveyor + FTS3",
     )
     register_batch: int = Field(
-        default=1000,
+        default=5000,
         ge=1,
         le=20000,
-        description="files per registration call (replicas added and attached to the dataset in one)",
+        description="files per registration call (replicas added and attached to the dataset in one "
+        "transaction; sent as attachments of 1,000, Rucio's limit per list)",
     )
     register_in_flight: int = Field(
-        default=4, ge=1, le=32, description="registration calls sent at once, each on its own connection"
+        default=8, ge=1, le=32, description="registration calls sent at once, each on its own connection"
     )
     fts: str | None = Field(
         default=None,
