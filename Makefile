@@ -7,7 +7,7 @@ STAMP := $(VENV)/.satdrp-installed
 TEST_STAMP := $(VENV)/.satdrp-test-installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-scale bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio bench-htcondor demo-rucio demo-htcondor clean
+.PHONY: demo test lint dist system-deps rucio-server htcondor-pool bench bench-scale bench-pipeline bench-workflow bench-transfer bench-metrics bench-dr bench-startup bench-rucio bench-rucio-register bench-htcondor demo-rucio demo-htcondor clean
 
 # The base install takes wheels only: no compiler, swig or OpenSSL headers on a bare machine.
 $(STAMP): pyproject.toml
@@ -88,6 +88,12 @@ bench-startup: $(STAMP)
 ## bench-rucio: N files through rule → judge → conveyor → FTS3 → rule OK vs satdrp's direct mover
 bench-rucio: system-deps $(TEST_STAMP) rucio-server
 	$(PY) bench/rucio_path.py
+
+## bench-rucio-register: registration in Rucio, raw add_replicas one call at a time vs the back-end's
+## batches with several calls in flight (and the sweep that chose the defaults)
+bench-rucio-register: system-deps $(TEST_STAMP) rucio-server
+	$(PY) bench/rucio_register.py
+	$(PY) bench/rucio_register.py --files 20000 --batches 5000 --in-flight 8
 
 ## demo-rucio: the demo campaign with Rucio's conveyor and FTS3 moving the data (services on 127.0.0.1)
 demo-rucio:

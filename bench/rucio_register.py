@@ -17,7 +17,7 @@ scope so that every run inserts the same amount:
 ``ratio=`` is (4) over (1), in files/s; the issue's target is 1.5. Needs PostgreSQL and the Rucio
 server venv (`make test` installs both).
 
-    .venv/bin/python bench/rucio_register.py [--files 20000] [--batches 1000,2000,5000] [--in-flight 1,2,4]
+    .venv/bin/python bench/rucio_register.py [--files 20000] [--batches 1000,2000,5000] [--in-flight 1,4,8]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--batches", default="1000,2000,5000", help="files per call in the sweep")
-    ap.add_argument("--in-flight", default="1,2,4", help="calls in flight of the sweep")
+    ap.add_argument("--in-flight", default="1,4,8", help="calls in flight of the sweep")
     args = ap.parse_args()
     if not stack_available():
         print(
