@@ -36,7 +36,7 @@ from bookkeeping import files as filedb
 from bookkeeping import rules as ruledb
 from bookkeeping.files import FileRow, RegisterResult, set_replica_states
 from bookkeeping.states import ReplicaState, RuleState
-from common.errors import ConfigError, DrpError, ServiceUnavailableError, unreachable
+from common.errors import DrpError
 from common.probes import TIMEOUT_S, Health, Probe, credential_file, http, tcp
 from sites.catalogue import SiteCatalogue, SiteConfig
 from transfer.expressions import to_rucio
@@ -44,16 +44,12 @@ from transfer.expressions import to_rucio
 from .base import RuleInfo, StepReport, split_did
 from .conveyor import RequestMirror, mirror_replicas
 from .embedded import EmbeddedBackend, ensure_sites
-from .rucio_client import Guarded
+from .rucio_client import RucioError, connect, password
 from .rucio_settings import RucioSettings, file_did
 
 CHUNK = 500
 LIST_MAX = 1000  # Rucio's schemas take at most 1,000 DIDs (or attachments) in one list
 RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Rucio's own view
-
-
-class RucioError(DrpError):
-    """The Rucio server refused or could not be reached."""
 
 
 def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -84,42 +80,7 @@ class RucioBackend(EmbeddedBackend):
 
     def _connect(self) -> Any:
         """A new authenticated client (its own HTTP session: one per thread that sends calls)."""
-        from rucio.client import Client
-
-        s = self.settings
-        creds: dict[str, str] = {}
-        if s.auth_type == "userpass":
-            password = self._password()
-            if s.password_env and password is None:
-                raise ConfigError(
-                    "site catalogue", "replication.password_env", f"${s.password_env} is not set"
-                )
-            if not s.username or password is None:
-                raise ConfigError(
-                    "site catalogue", "replication", "userpass needs username and password(_env)"
-                )
-            creds = {"username": s.username, "password": password}
-        elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
-            creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
-        try:
-            raw = Client(
-                rucio_host=s.host,
-                auth_host=s.auth_host or s.host,
-                account=s.account,
-                auth_type=s.auth_type,
-                creds=creds,
-                ca_cert=s.ca_cert,
-                timeout=s.timeout_s,
-            )
-        except Exception as err:  # rucio raises its own tree; say which server, never the password
-            if unreachable(err):
-                raise ServiceUnavailableError(
-                    f"Rucio at {s.host} cannot be reached ({type(err).__name__})"
-                ) from err
-            raise RucioError(
-                f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
-            ) from err
-        return Guarded(raw, s.host)
+        return connect(self.settings)
 
     def probe(self) -> list[Probe]:
         s = self.settings
@@ -160,7 +121,7 @@ class RucioBackend(EmbeddedBackend):
             headers={
                 "X-Rucio-Account": s.account,
                 "X-Rucio-Username": s.username or "",
-                "X-Rucio-Password": self._password() or "",
+                "X-Rucio-Password": password(self.settings) or "",
             },
         )
         try:
@@ -171,12 +132,6 @@ class RucioBackend(EmbeddedBackend):
             return Probe(creds.check, health, f"refused by the auth server (HTTP {err.code})")
         except (urllib.error.URLError, OSError) as err:
             return Probe(creds.check, Health.UNREACHABLE, f"auth server: {getattr(err, 'reason', err)}")
-
-    def _password(self) -> str | None:
-        s = self.settings
-        if s.password_env:
-            return os.environ.get(s.password_env)
-        return s.password.get_secret_value() if s.password else None
 
     def _credentials(self) -> Probe:
         s = self.settings

@@ -5,11 +5,59 @@ retries) instead of failing the campaign."""
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Iterator
 from typing import Any
 
-from common.errors import ServiceUnavailableError, unreachable
+from common.errors import ConfigError, DrpError, ServiceUnavailableError, unreachable
+
+from .rucio_settings import RucioSettings
+
+
+class RucioError(DrpError):
+    """The Rucio server refused or could not be reached."""
+
+
+def password(s: RucioSettings) -> str | None:
+    if s.password_env:
+        return os.environ.get(s.password_env)
+    return s.password.get_secret_value() if s.password else None
+
+
+def connect(s: RucioSettings) -> Guarded:
+    """A new authenticated client (its own HTTP session), Guarded."""
+    from rucio.client import Client
+
+    creds: dict[str, str] = {}
+    if s.auth_type == "userpass":
+        secret = password(s)
+        if s.password_env and secret is None:
+            raise ConfigError("site catalogue", "replication.password_env", f"${s.password_env} is not set")
+        if not s.username or secret is None:
+            raise ConfigError("site catalogue", "replication", "userpass needs username and password(_env)")
+        creds = {"username": s.username, "password": secret}
+    elif s.auth_type in ("x509", "x509_proxy") and s.client_cert:
+        creds = {"client_cert": s.client_cert, "client_key": s.client_key or s.client_cert}
+    try:
+        raw = Client(
+            rucio_host=s.host,
+            auth_host=s.auth_host or s.host,
+            account=s.account,
+            auth_type=s.auth_type,
+            creds=creds,
+            ca_cert=s.ca_cert,
+            timeout=s.timeout_s,
+        )
+    except Exception as err:  # rucio raises its own tree; say which server, never the password
+        if unreachable(err):
+            raise ServiceUnavailableError(
+                f"Rucio at {s.host} cannot be reached ({type(err).__name__})"
+            ) from err
+        raise RucioError(
+            f"cannot connect to Rucio at {s.host} as {s.account}: {type(err).__name__}: {err}"
+        ) from err
+    return Guarded(raw, s.host)
 
 
 class Guarded:
