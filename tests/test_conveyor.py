@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from bookkeeping.database import Database
-from bookkeeping.states import RuleState, TransferState
+from bookkeeping.states import ReplicaState, RuleState, TransferState
 from common.probes import Health
 from tests.contracts.test_replication import World, make_world
 from transfer.dr import audit, recover
@@ -112,7 +112,11 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
         # declared in Rucio; its necromancer may already have started the repair
         assert world.rucio_replica_state(r.name, "in2p3") in ("BAD", "COPYING", "AVAILABLE")
     before = _count_requests(world)
-    with world.db.session() as s:  # the necromancer and conveyor can finish before recover starts
+    done = recover(world.db, world.cat, world.backend, "in2p3", max_seconds=120)
+    # Rucio's necromancer and conveyor may finish the repair at any moment, before recover starts or
+    # while it runs: recover reports at most the two, never one it could not do
+    assert done.recovered <= 2 and (done.unrecoverable, done.failed, done.pending) == ([], [], 0)
+    with world.db.session() as s:
         repaired = s.execute(
             text(
                 "SELECT count(*) FROM replicas r JOIN files f ON f.id = r.file_id JOIN sites x "
@@ -120,8 +124,7 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
             ),
             {"a": rows[0].name, "b": rows[1].name},
         ).scalar_one()
-    done = recover(world.db, world.cat, world.backend, "in2p3", max_seconds=120)
-    assert (done.recovered + repaired, done.unrecoverable, done.failed, done.pending) == (2, [], [], 0)
+    assert repaired == 2, "both replicas AVAILABLE again in the books"
     with world.db.session() as s:
         assert world.backend.rule(s, rule.id).state is RuleState.OK
         assert s.execute(text("SELECT count(*) FROM transfers WHERE mover <> 'rucio'")).scalar_one() == 0
@@ -130,6 +133,52 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
         assert (root / r.name).read_bytes() == (world.roots["ncsa"] / r.name).read_bytes()
         assert world.rucio_replica_state(r.name, "in2p3") == "AVAILABLE"
     assert audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True).findings == []
+
+
+def _replica_states(world: World, names: list[str], site: str) -> list[int]:
+    with world.db.session() as s:
+        return [
+            int(st)
+            for (st,) in s.execute(
+                text(
+                    "SELECT r.state FROM replicas r JOIN files f ON f.id = r.file_id JOIN sites x "
+                    "ON x.id = r.site_id WHERE x.name = :site AND f.name IN :names ORDER BY f.name"
+                ).bindparams(bindparam("names", expanding=True)),
+                {"site": site, "names": names},
+            )
+        ]
+
+
+def test_recover_watches_a_repair_rucio_has_started(world: World) -> None:
+    """Once Rucio's necromancer has started repairing a replica `drp dr audit` declared bad, bookkeeping
+    mirrors it COPYING: recover watches that repair to its end instead of calling it a rule's copy
+    and returning at once with nothing done."""
+    rows = world.register(world.did("raw/tract0205"), 2)
+    with world.db.session() as s:
+        world.backend.add_rule(s, world.did("raw/tract0205"), "site=in2p3")
+    world.settle()
+    daemons = world.daemons
+    assert daemons is not None
+    daemons.gate.unlink()  # no repair before bookkeeping has seen it start
+    daemons.wait_idle()
+    (world.roots["in2p3"] / rows[0].name).unlink()
+    assert [f.name for f in audit(world.db, world.cat, world.backend, "in2p3").findings] == [rows[0].name]
+    daemons.gate.touch()
+    deadline = time.monotonic() + 60
+    while _replica_states(world, [rows[0].name], "in2p3") != [int(ReplicaState.COPYING)]:
+        assert time.monotonic() < deadline, "Rucio never started the repair"
+        with world.db.session() as s:
+            world.backend.step(s)
+        time.sleep(0.1)
+    daemons.gate.unlink()  # the repair stays unfinished until recover runs
+    daemons.wait_idle()
+    assert _replica_states(world, [rows[0].name], "in2p3") == [int(ReplicaState.COPYING)]
+    daemons.gate.touch()
+    done = recover(world.db, world.cat, world.backend, "in2p3", max_seconds=120)
+    assert (done.to_recover, done.recovered, done.failed, done.pending) == (1, 1, [], 0)
+    assert (world.roots["in2p3"] / rows[0].name).read_bytes() == (
+        world.roots["ncsa"] / rows[0].name
+    ).read_bytes()
 
 
 def _count_requests(world: World) -> int:

@@ -71,8 +71,14 @@ def recover(
         targets: dict[int, str] = {}
         stale = False
         for d in audits.damaged_at(session, site_id):
-            if d.state is ReplicaState.COPYING and not d.active_copies:
-                continue  # a copy a rule is making; not a recovery
+            if (
+                d.state is ReplicaState.COPYING
+                and not d.active_copies
+                and (backend.engine_copies or not d.reason)
+            ):
+                # a copy a rule is making, not a recovery; but with Rucio's conveyor a replica declared
+                # bad turns COPYING as soon as the necromancer starts its repair: that one is watched
+                continue
             if d.source is None:
                 # a copy queued when it was declared may come from a replica declared bad since:
                 # the engine fails it without an attempt (it never reads a BAD or LOST source)
