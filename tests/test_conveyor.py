@@ -98,6 +98,20 @@ def test_fts_forgetting_its_jobs_makes_them_lost_then_resubmitted(world: World) 
         assert (world.roots["in2p3"] / r.name).read_bytes() == (world.roots["ncsa"] / r.name).read_bytes()
 
 
+def _replica_states(world: World, names: list[str], site: str) -> list[int]:
+    with world.db.session() as s:
+        return [
+            int(st)
+            for (st,) in s.execute(
+                text(
+                    "SELECT r.state FROM replicas r JOIN files f ON f.id = r.file_id JOIN sites x "
+                    "ON x.id = r.site_id WHERE x.name = :site AND f.name IN :names ORDER BY f.name"
+                ).bindparams(bindparam("names", expanding=True)),
+                {"site": site, "names": names},
+            )
+        ]
+
+
 def test_dr_recover_lets_rucio_repair(world: World) -> None:
     rows = world.register(world.did("raw/tract0204"), 4)
     with world.db.session() as s:
@@ -112,19 +126,12 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
         # declared in Rucio; its necromancer may already have started the repair
         assert world.rucio_replica_state(r.name, "in2p3") in ("BAD", "COPYING", "AVAILABLE")
     before = _count_requests(world)
+    # the necromancer and conveyor can finish before recover starts
+    repaired = _replica_states(world, [r.name for r in rows[:2]], "in2p3").count(int(ReplicaState.AVAILABLE))
     done = recover(world.db, world.cat, world.backend, "in2p3", max_seconds=120)
-    # Rucio's necromancer and conveyor may finish the repair at any moment, before recover starts or
-    # while it runs: recover reports at most the two, never one it could not do
-    assert done.recovered <= 2 and (done.unrecoverable, done.failed, done.pending) == ([], [], 0)
-    with world.db.session() as s:
-        repaired = s.execute(
-            text(
-                "SELECT count(*) FROM replicas r JOIN files f ON f.id = r.file_id JOIN sites x "
-                "ON x.id = r.site_id WHERE x.name = 'in2p3' AND r.state = 1 AND f.name IN (:a, :b)"
-            ),
-            {"a": rows[0].name, "b": rows[1].name},
-        ).scalar_one()
-    assert repaired == 2, "both replicas AVAILABLE again in the books"
+    # the books change only when a step mirrors Rucio: each repair is counted once, before or by recover
+    # (which also watches a repair already started: see the next test)
+    assert (done.recovered + repaired, done.unrecoverable, done.failed, done.pending) == (2, [], [], 0)
     with world.db.session() as s:
         assert world.backend.rule(s, rule.id).state is RuleState.OK
         assert s.execute(text("SELECT count(*) FROM transfers WHERE mover <> 'rucio'")).scalar_one() == 0
@@ -133,20 +140,6 @@ def test_dr_recover_lets_rucio_repair(world: World) -> None:
         assert (root / r.name).read_bytes() == (world.roots["ncsa"] / r.name).read_bytes()
         assert world.rucio_replica_state(r.name, "in2p3") == "AVAILABLE"
     assert audit(world.db, world.cat, world.backend, "in2p3", verify_checksums=True).findings == []
-
-
-def _replica_states(world: World, names: list[str], site: str) -> list[int]:
-    with world.db.session() as s:
-        return [
-            int(st)
-            for (st,) in s.execute(
-                text(
-                    "SELECT r.state FROM replicas r JOIN files f ON f.id = r.file_id JOIN sites x "
-                    "ON x.id = r.site_id WHERE x.name = :site AND f.name IN :names ORDER BY f.name"
-                ).bindparams(bindparam("names", expanding=True)),
-                {"site": site, "names": names},
-            )
-        ]
 
 
 def test_recover_watches_a_repair_rucio_has_started(world: World) -> None:
