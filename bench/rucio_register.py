@@ -29,7 +29,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from tests.rucio_server import (
 )
 from transfer.replication.registry import get_replication
 from transfer.replication.rucio import RucioBackend
+from transfer.replication.rucio_client import chunks, in_flight
 
 
 def _client(server: RucioServer) -> Any:
@@ -67,10 +67,6 @@ def _files(scope: str, n: int) -> list[dict[str, Any]]:
         {"scope": scope, "name": f"raw/f{i:07d}.fits", "bytes": 4096 + i, "adler32": f"{i:08x}"}
         for i in range(n)
     ]
-
-
-def _parts(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Rig:
@@ -98,28 +94,9 @@ class Rig:
     ) -> float:
         """files/s of sending the run's files in ``batch``-file calls, ``width`` at once."""
         scope, files = self.fresh()
-        parts = _parts(files, batch)
+        parts = [list(p) for p in chunks(files, batch)]
         t0 = time.perf_counter()
-        if width == 1:
-            for p in parts:
-                send(self.clients[0], p)
-        else:
-            free = list(self.clients[:width])
-            import threading
-
-            lock = threading.Lock()
-
-            def one(p: list[dict[str, Any]]) -> None:
-                with lock:
-                    c = free.pop()
-                try:
-                    send(c, p)
-                finally:
-                    with lock:
-                        free.append(c)
-
-            with ThreadPoolExecutor(width) as pool:
-                list(pool.map(one, parts))
+        in_flight(self.clients[:width], parts, send)
         rate = self.n / (time.perf_counter() - t0)
         content, replicas = self.check(scope)
         print(
@@ -171,7 +148,7 @@ def main() -> int:
         def combined(c: Any, p: list[dict[str, Any]]) -> None:
             scope = p[0]["scope"]
             c.attach_dids_to_dids(
-                [{"scope": scope, "name": "ds", "rse": rse, "dids": q} for q in _parts(p, 1000)]
+                [{"scope": scope, "name": "ds", "rse": rse, "dids": q} for q in chunks(p, 1000)]
             )
 
         raw = {b: rig.timed("raw add_replicas (replicas only)", add_replicas, b, 1) for b in (500, 1000)}

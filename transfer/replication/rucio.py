@@ -22,11 +22,9 @@ Credentials come from settings (``password`` or, better, ``password_env``) and a
 from __future__ import annotations
 
 import os
-import queue
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,7 +42,7 @@ from transfer.expressions import to_rucio
 from .base import RuleInfo, StepReport, split_did
 from .conveyor import RequestMirror, mirror_replicas
 from .embedded import EmbeddedBackend, ensure_sites
-from .rucio_client import RucioError, connect, password
+from .rucio_client import RucioError, chunks, connect, in_flight, password
 from .rucio_settings import RucioSettings, file_did
 
 CHUNK = 500
@@ -53,8 +51,7 @@ RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Ru
 
 
 def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+    return chunks(items, n)
 
 
 class RucioBackend(EmbeddedBackend):
@@ -325,12 +322,8 @@ class RucioBackend(EmbeddedBackend):
         width = min(self.settings.register_in_flight, len(calls))
         while len(self._spares) < width - 1:
             self._spares.append(self._connect())
-        clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for c in [self.client, *self._spares[: width - 1]]:
-            clients.put(c)
 
-        def send(call: list[dict[str, Any]]) -> None:
-            client = clients.get()
+        def send(client: Any, call: list[dict[str, Any]]) -> None:
             try:
                 client.attach_dids_to_dids(call, ignore_duplicate=True)
             except DrpError:
@@ -341,19 +334,8 @@ class RucioBackend(EmbeddedBackend):
                     f"Rucio refused the registration of {sum(len(a['dids']) for a in call)} file(s) in "
                     f"{first['scope']}:{first['name']} at {first['rse']}: {err}"
                 ) from err
-            finally:
-                clients.put(client)
 
-        if width <= 1:
-            for c in calls:
-                send(c)
-            return
-        pool = ThreadPoolExecutor(width, thread_name_prefix="rucio-register")
-        try:
-            for _ in pool.map(send, calls):
-                pass
-        finally:  # on the first failure the calls not sent yet are dropped, those in flight end
-            pool.shutdown(wait=True, cancel_futures=True)
+        in_flight([self.client, *self._spares[: width - 1]], calls, send)
 
     # -- rules -------------------------------------------------------------------------------------
     def add_rule(

@@ -1,18 +1,56 @@
 """The Rucio client as the ``rucio`` back-end uses it: "the server cannot be reached" (connection refused,
 timeouts, every retry unanswered) is told apart from "the server refused", and becomes
 ServiceUnavailableError, which a campaign tick reports with exit 3 (nothing changed; the next tick
-retries) instead of failing the campaign."""
+retries) instead of failing the campaign. Also how clients are made (:func:`connect`) and how calls are
+sent several at once, one client per call in flight (:func:`in_flight`)."""
 
 from __future__ import annotations
 
 import os
+import queue
 import types
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from common.errors import ConfigError, DrpError, ServiceUnavailableError, unreachable
 
 from .rucio_settings import RucioSettings
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def in_flight(clients: Sequence[Any], calls: Sequence[T], send: Callable[[Any, T], None]) -> None:
+    """``send(client, call)`` for every call, as many at once as there are clients, each client used by
+    one call at a time (a client is one HTTP session: not shared between threads); in order, on the
+    caller's thread, with one client. On the first failure the calls not sent yet are dropped, those
+    in flight end, and the failure is raised."""
+    if len(clients) <= 1 or len(calls) <= 1:
+        for call in calls:
+            send(clients[0], call)
+        return
+    free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for c in clients:
+        free.put(c)
+
+    def one(call: T) -> None:
+        client = free.get()
+        try:
+            send(client, call)
+        finally:
+            free.put(client)
+
+    pool = ThreadPoolExecutor(len(clients), thread_name_prefix="rucio-call")
+    try:
+        for _ in pool.map(one, calls):
+            pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RucioError(DrpError):
