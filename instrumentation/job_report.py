@@ -9,11 +9,12 @@ import os
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from common.atomic import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 REPORT_SCHEMA = "satdrp.job_report"
 REPORT_VERSION = 1
@@ -109,6 +110,8 @@ class JobReport:
             raise ValueError(f"{source}: not a satdrp job report")
         if d["version"] > REPORT_VERSION:
             raise ValueError(f"{source}: report version {d['version']} is newer than this satdrp")
+        from pydantic import ValidationError
+
         names = cls.__dataclass_fields__
         try:
             return _adapter().validate_python({k: v for k, v in d.items() if k in names})
@@ -126,6 +129,10 @@ class JobReport:
 
 @functools.cache
 def _adapter() -> TypeAdapter[JobReport]:
+    """The report's validator. pydantic is imported here, by readers only: the batch wrapper writes a
+    report per job and never reads one, and importing pydantic was half of its cost per job."""
+    from pydantic import TypeAdapter
+
     return TypeAdapter(JobReport)
 
 

@@ -148,3 +148,18 @@ def test_reports_are_checked_against_their_schema(tmp_path: Path) -> None:
             read_report(p)
     p.write_text(json.dumps(good.to_dict()))
     assert read_report(p) == good
+
+
+def test_the_batch_wrapper_does_not_import_pydantic(tmp_path: Path) -> None:
+    """Every HTCondor or Pegasus job starts the wrapper: it writes a report and never reads one, so the
+    validator's library (pydantic, half of the wrapper's CPU per job) stays out of it."""
+    probe = (
+        "import sys\n"
+        "from instrumentation.profiler import main\n"
+        f"code = main(['--report-dir', {str(tmp_path)!r}, '--job', 'calibrate_v000001', '--', 'true'])\n"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "[]"], out
+    assert read_report(tmp_path / "calibrate_v000001.1.json").succeeded  # the reader still validates
