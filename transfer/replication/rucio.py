@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -48,10 +48,6 @@ from .rucio_settings import RucioSettings, file_did
 CHUNK = 500
 LIST_MAX = 1000  # Rucio's schemas take at most 1,000 DIDs (or attachments) in one list
 RECONCILE_S = 60.0  # satdrp-copies mode: how often a rule is checked against Rucio's own view
-
-
-def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
-    return chunks(items, n)
 
 
 class RucioBackend(EmbeddedBackend):
@@ -306,9 +302,9 @@ class RucioBackend(EmbeddedBackend):
             [
                 [
                     {"scope": scope, "name": name, "rse": rse, "dids": list(part)}
-                    for part in _chunks(call, LIST_MAX)
+                    for part in chunks(call, LIST_MAX)
                 ]
-                for call in _chunks(content, self.settings.register_batch)
+                for call in chunks(content, self.settings.register_batch)
             ]
         )
         return result
@@ -470,7 +466,7 @@ class RucioBackend(EmbeddedBackend):
                     if rse in by_rse and (fname, site_ids[by_rse[rse]]) in available:
                         push[rse].append({"scope": s, "name": n, "state": "A"})
                 for rse, files in push.items():
-                    for chunk in _chunks(files):
+                    for chunk in chunks(files, CHUNK):
                         self.client.update_replicas_states(rse, list(chunk))
         elif info["state"] == "STUCK" and rule.state is not RuleState.STUCK:
             reason = f"Rucio: {info.get('error') or 'stuck, no error given'}"
@@ -491,12 +487,12 @@ class RucioBackend(EmbeddedBackend):
 
         names = {v: k for k, v in ensure_sites(session, self).items()}
         by_rse: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-        for chunk in _chunks(list(replicas)):
+        for chunk in chunks(list(replicas), CHUNK):
             file_names = filedb.file_names(session, [f for f, _ in chunk])
             for f, site in chunk:
                 by_rse[self.rse(names[site])].append((f, *file_did(file_names[f])))
         for rse, files in by_rse.items():
-            for part in _chunks(files):
+            for part in chunks(files, CHUNK):
                 try:
                     self.client.update_replicas_states(
                         rse, [{"scope": s, "name": n, "state": "A"} for _, s, n in part]
